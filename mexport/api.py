@@ -1,0 +1,87 @@
+"""The library API that the CLI and Python users call."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+IMAGE_OUT_SUFFIXES = (".png", ".webp")
+
+
+def load_pipeline(model: str | None = None):
+    from .models import DEFAULT_MODEL, MattingPipeline, load_model
+
+    return MattingPipeline(load_model(model or DEFAULT_MODEL))
+
+
+def atomic_save_image(img, path: Path) -> None:
+    """Write to a temporary file beside the target, then rename: never a half-written output."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        img.save(tmp, format="PNG" if path.suffix.lower() == ".png" else "WEBP", **({"lossless": True} if path.suffix.lower() == ".webp" else {}))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def resolve_photo_arg(arg: str | Path) -> Path:
+    """A path, or ``skimage:NAME`` for one of scikit-image's bundled photos (read from its wheel)."""
+    s = str(arg)
+    if s.startswith("skimage:"):
+        from .photos import skimage_photo_path
+
+        return skimage_photo_path(s.split(":", 1)[1])
+    return Path(arg)
+
+
+def cutout_paths(photos: list[Path], out: Path) -> list[Path]:
+    """Where each cutout goes: OUT itself for one photo and an image suffix, else OUT/<stem>.png."""
+    if not photos:
+        raise InputError("no photos given")
+    if out.suffix.lower() in (".jpg", ".jpeg"):
+        raise InputError(f"{out}: JPEG cannot hold an alpha channel; use .png or .webp")
+    if len(photos) == 1 and out.suffix.lower() in IMAGE_OUT_SUFFIXES:
+        targets = [out]
+    elif out.suffix.lower() in IMAGE_OUT_SUFFIXES:
+        raise InputError(f"{len(photos)} photos need a directory for -o, not the file name {out}")
+    else:
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out} exists and is not a directory")
+        targets = [out / f"{p.stem}.png" for p in photos]
+        if len(set(targets)) != len(targets):
+            raise InputError("two photos share a file name stem; cut them out into separate directories")
+    inputs = {p.resolve() for p in photos}
+    for t in targets:
+        if t.resolve() in inputs:
+            raise InputError(f"refusing to overwrite the input photo {t}")
+    return targets
+
+
+def cutout(photos: list[str | Path], out: str | Path, model: str | None = None, runner=None, progress=None) -> list[Path]:
+    """Cut out each photo (RGBA, alpha = matte) with the float pipeline or a given runner."""
+    from PIL import Image
+
+    from .photos import load_photo
+    from .runner import TorchRunner, run_photo
+
+    photos = [resolve_photo_arg(p) for p in photos]
+    targets = cutout_paths(photos, Path(out))
+    images = [load_photo(p) for p in photos]  # every input is checked before anything is written
+    runner = runner or TorchRunner(load_pipeline(model))
+    written = []
+    for img, target in zip(images, targets):
+        alpha = run_photo(runner, img)
+        a8 = np.clip(np.round(alpha * 255.0), 0, 255).astype(np.uint8)
+        atomic_save_image(Image.fromarray(np.dstack([img, a8]), "RGBA"), target)
+        written.append(target)
+        if progress:
+            progress()
+    return written

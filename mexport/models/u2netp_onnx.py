@@ -1,0 +1,67 @@
+"""Convert rembg's u2netp.onnx into a state dict for :class:`mexport.models.u2netp.U2NetP`.
+
+Written by hand because no library maps an ONNX graph back onto an existing nn.Module. In that
+ONNX, BatchNorm is folded into each Conv and initializers have numeric names, so we map by
+execution order: the i-th Conv node of the graph gets the i-th nn.Conv2d our forward calls, and
+every shape and conv attribute (kernel, dilation, padding) must agree.
+"""
+
+from __future__ import annotations
+
+from ..errors import WeightsError
+
+
+def conv_execution_order(model, size: int = 64) -> list[str]:
+    """Names of the model's Conv2d modules in the order forward() calls them."""
+    import torch
+
+    order: list[str] = []
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o, name=name: order.append(name))
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Conv2d)
+    ]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size))
+    finally:
+        for h in hooks:
+            h.remove()
+    return order
+
+
+def onnx_to_state_dict(onnx_bytes: bytes) -> dict:
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from .u2netp import U2NetP
+
+    graph = onnx.load_from_string(onnx_bytes).graph
+    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    conv_nodes = [n for n in graph.node if n.op_type == "Conv"]
+    model = U2NetP()
+    modules = dict(model.named_modules())
+    order = conv_execution_order(model)
+    if len(order) != len(conv_nodes):
+        raise WeightsError(f"ONNX has {len(conv_nodes)} convs, U2NetP calls {len(order)}")
+    state: dict = {}
+    for name, node in zip(order, conv_nodes):
+        conv = modules[name]
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        w, b = init[node.input[1]], init[node.input[2]]
+        ok = (
+            tuple(w.shape) == tuple(conv.weight.shape)
+            and tuple(b.shape) == tuple(conv.bias.shape)
+            and tuple(attrs.get("dilations", [1, 1])) == conv.dilation
+            and tuple(attrs.get("pads", [0, 0, 0, 0])[:2]) == conv.padding
+            and attrs.get("group", 1) == conv.groups
+        )
+        if not ok:
+            raise WeightsError(f"ONNX conv {node.output[0]} does not fit {name}: weight {w.shape} vs {tuple(conv.weight.shape)}")
+        state[f"{name}.weight"] = torch.from_numpy(w.copy()).contiguous()
+        state[f"{name}.bias"] = torch.from_numpy(b.copy()).contiguous()
+    missing = set(model.state_dict()) - set(state)
+    if missing:
+        raise WeightsError(f"no ONNX weights for {sorted(missing)[:3]}")
+    return state

@@ -1,0 +1,62 @@
+"""The reference model: U^2-Net-p (coarse, rembg's trained weights) + mexport's trained refiner."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+from ..errors import WeightsError
+from ..spec import PipelineSpec
+from .pipeline import MattingModel
+from .registry import register_model
+
+REFINER_FILE = "refiner.safetensors"
+REFINER_RECORD = "refiner.json"
+
+
+def packaged_weights_dir() -> Path:
+    return Path(str(resources.files("mexport.models") / "weights"))
+
+
+def refiner_record() -> dict:
+    path = packaged_weights_dir() / REFINER_RECORD
+    if not path.is_file():
+        raise WeightsError(f"refiner weights record not found at {path}: run `mexport train-refiner`")
+    return json.loads(path.read_text())
+
+
+def build_u2netp_refine(refiner_path: Path | None = None, check_sha: bool = True) -> MattingModel:
+    from .refiner import Refiner
+    from .u2netp import U2NetP
+    from .weights import U2NETP_SHA256, load_into, sha256_file, u2netp_path
+
+    coarse_path = u2netp_path()
+    coarse = U2NetP()
+    load_into(coarse, coarse_path, U2NETP_SHA256 if check_sha else None)
+    refine = Refiner()
+    if refiner_path is None:
+        refiner_path = packaged_weights_dir() / REFINER_FILE
+        expected = refiner_record()["sha256"] if check_sha else None
+    else:
+        expected = None
+    load_into(refine, refiner_path, expected)
+    digest = hashlib.sha256(f"{U2NETP_SHA256}:{sha256_file(refiner_path)}".encode()).hexdigest()
+    return MattingModel(coarse=coarse, refine=refine, spec=PipelineSpec(), name="u2netp-refine", weights_sha256=digest)
+
+
+@register_model("u2netp-refine")
+def u2netp_refine() -> MattingModel:
+    return build_u2netp_refine()
+
+
+@register_model("u2netp")
+def u2netp_coarse_only() -> MattingModel:
+    """U^2-Net-p alone, its alpha upsampled to refine size: the baseline the refiner must beat."""
+    from .u2netp import U2NetP
+    from .weights import U2NETP_SHA256, load_into, u2netp_path
+
+    coarse = U2NetP()
+    load_into(coarse, u2netp_path(), U2NETP_SHA256)
+    return MattingModel(coarse=coarse, refine=None, spec=PipelineSpec(), name="u2netp", weights_sha256=U2NETP_SHA256)

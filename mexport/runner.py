@@ -1,0 +1,72 @@
+"""The Runner protocol: every artifact, and the float pipeline itself, is called the same way.
+
+A runner takes the fused graph's inputs as numpy arrays in the contract's layout (NCHW float32,
+photo in [0, 1] at refine size, extra inputs likewise) and returns alpha as 1x1xHxW float32. A
+runner for an NHWC or uint8 artifact converts internally, so one fidelity function serves all.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from .models.pipeline import MattingPipeline
+from .spec import PipelineSpec
+
+
+@runtime_checkable
+class Runner(Protocol):
+    name: str
+    spec: PipelineSpec
+
+    def __call__(self, image: np.ndarray, *extra: np.ndarray) -> np.ndarray: ...
+
+
+class TorchRunner:
+    """The float reference, reachable through the same protocol as every artifact."""
+
+    def __init__(self, pipeline: MattingPipeline, threads: int | None = None) -> None:
+        self.pipeline = pipeline.eval()
+        self.spec = pipeline.spec
+        self.name = f"torch-fp32:{pipeline.model_info.name}"
+        self.threads = threads
+
+    def __call__(self, image: np.ndarray, *extra: np.ndarray) -> np.ndarray:
+        import torch
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        with torch.inference_mode():
+            out = self.pipeline(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
+                                *(torch.from_numpy(np.ascontiguousarray(e, dtype=np.float32)) for e in extra))
+        return out.numpy().astype(np.float32)
+
+
+class PairRunner:
+    """A coarse + refine pair of runners, doing the in-between downsample on the host exactly as
+    the fused graph does it (the same torch op)."""
+
+    def __init__(self, coarse: Runner, refine: Runner, spec: PipelineSpec, name: str = "") -> None:
+        self.coarse, self.refine, self.spec = coarse, refine, spec
+        self.name = name or f"pair({coarse.name}, {refine.name})"
+
+    def __call__(self, image: np.ndarray, *extra: np.ndarray) -> np.ndarray:
+        import torch
+
+        from .models.pipeline import resize
+
+        def down(a: np.ndarray) -> np.ndarray:
+            t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+            return resize(t, self.spec.coarse_size, self.spec.coarse_downsample).numpy()
+
+        coarse_alpha = self.coarse(down(image), *(down(e) for e in extra))
+        return self.refine(image, coarse_alpha, *extra)
+
+
+def run_photo(runner: Runner, photo: np.ndarray, extra: tuple[np.ndarray, ...] = ()) -> np.ndarray:
+    """Photo (HxWx3 uint8) -> alpha at the photo's size, through the spec's host-side steps."""
+    from .photos import prepare, restore
+
+    tensor, placement = prepare(photo, runner.spec)
+    return restore(runner(tensor, *extra), placement, runner.spec)

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Idempotent setup on a fresh machine (Python 3.11 + pip): virtual environment, dependencies, weights.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import mexport, pytest, torch, litert_torch, coremltools, onnxruntime" >/dev/null 2>&1; then
+  # torch first and pinned: with 2.13.0 present, nothing pulls the multi-GB CUDA build.
+  .venv/bin/pip install -q "torch==2.13.0"
+  .venv/bin/pip install -q -e ".[dev]"
+fi
+.venv/bin/mexport models pull
