@@ -94,13 +94,73 @@ def cutout(photos: tuple[str, ...], out: Path, model: str | None) -> None:
         click.echo(f"wrote {p}")
 
 
+def _print_export(result, echo) -> None:
+    for name, c in result.checks.items():
+        gate = "gated" if c.get("gated") else "info"
+        status = ("PASS" if c["passed"] else "FAIL") if c.get("gated") else "    "
+        echo(f"  {status} {name:7s} median alpha PSNR {c['median_psnr']:.1f} dB"
+             + (f", min {c['min_psnr']:.1f} dB" if "min_psnr" in c else "") + f", max abs {c['max_abs']:.2e} ({gate})")
+    for name, path in sorted(result.files.items()):
+        echo(f"wrote {path}")
+
+
+def export_options(fn):
+    opts = [
+        click.option("--calib", type=click.Path(path_type=Path), default=None,
+                     help="Folder of calibration photos for --int8 (default: scikit-image's bundled photos)."),
+        click.option("--calib-count", type=int, default=None, help="Use only the first N calibration photos."),
+        click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
+                     help="Override the recipe's calibration method."),
+        click.option("--recipe", type=click.Path(path_type=Path), default=None, help="Per-layer precision recipe (JSON) for --int8."),
+        click.option("--min-psnr", type=float, default=None, help="Fidelity threshold (median alpha PSNR vs float, dB); default per precision."),
+        click.option("--check-data", type=click.Path(path_type=Path), default=None,
+                     help="Extra real photos (a folder, or the alphamatting layout) for the export-time check."),
+        click.option("--no-check", is_flag=True, help="Skip the export-time fidelity check (not recommended)."),
+        click.option("--keep-failed", is_flag=True, help="Write artifacts that fail the check anyway (exit code stays 1)."),
+        click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="Output directory (default: out/<target>-<precision>)."),
+        model_option,
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def _run_export(target: str, precision: str, out: Path | None, model: str | None, extra: dict, common: dict) -> None:
+    from . import api
+
+    out = out or Path("out") / f"{target}-{precision}"
+    result = api.export(target, out, model=model, precision=precision, target_options=extra, log=lambda s: click.echo(s, err=True), **common)
+    _print_export(result, click.echo)
+
+
+def _precision(fp16: bool, int8: bool, dyn: bool) -> str:
+    chosen = [n for n, f in (("fp16", fp16), ("int8", int8), ("dynamic-int8", dyn)) if f]
+    if len(chosen) > 1:
+        raise click.UsageError("choose one of --fp16, --int8, --dynamic-int8")
+    return chosen[0] if chosen else "fp32"
+
+
+@main.command()
+@click.option("--fp16", is_flag=True, help="float16 weights and compute, float32 inputs and outputs.")
+@click.option("--int8", is_flag=True, help="Static int8 (QDQ) with mexport's measured recipe.")
+@click.option("--dynamic-int8", "dyn", is_flag=True, help="Dynamic int8 (weights int8, activations quantized at run time).")
+@click.option("--opset", type=int, default=17, show_default=True)
+@export_options
+@handle_errors
+def onnx(fp16, int8, dyn, opset, calib, calib_count, calib_method, recipe, min_psnr, check_data, no_check, keep_failed, out, model):
+    """Export coarse.onnx, refine.onnx and fused.onnx and check them on onnxruntime."""
+    common = dict(calib=calib, calib_count=calib_count, calib_method=calib_method, recipe=recipe, min_psnr=min_psnr,
+                  check=not no_check, check_data=check_data, keep_failed=keep_failed)
+    _run_export("onnx", _precision(fp16, int8, dyn), out, model, {"opset": opset}, common)
+
+
 @main.command("train-refiner")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The alphamatting folder (image/, alpha/).")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to write refiner.safetensors and refiner.json (default: the package's weights).")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--steps", default=2500, show_default=True)
+@click.option("--steps", default=2000, show_default=True)
 @handle_errors
 def train_refiner_cmd(data: Path, out: Path | None, seed: int, steps: int) -> None:
     """Train the refiner on the CPU (GT01-GT14; GT15-GT18 held out)."""

@@ -29,9 +29,9 @@ BACKGROUNDS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "h
 class TrainConfig:
     seed: int = 0
     composites: int = 112
-    steps: int = 2500
+    steps: int = 2000
     batch: int = 8
-    crop: int = 256
+    crop: int = 160
     lr: float = 2e-3
     unknown_bias: float = 0.75
 
@@ -152,6 +152,8 @@ def train_refiner(data: Path, out_dir: Path, config: TrainConfig = TrainConfig()
         images.append(x[0].half())
         alphas.append(torch.from_numpy(a.astype(np.float32))[None].half())
         coarse_up.append(c[0].half())
+        if (k + 1) % 28 == 0:
+            log(f"{k + 1}/{config.composites} composites ({time.time() - t0:.0f} s)")
     log(f"{config.composites} composites ready ({time.time() - t0:.0f} s)")
 
     refiner = Refiner()

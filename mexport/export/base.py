@@ -1,0 +1,233 @@
+"""The export contract shared by every target, and the one ``export()`` that drives them.
+
+A target is one module with a class registered by ``@register_target``: it converts one role's
+graph to a file, embeds the provenance, quantizes, and gives a runner that is called like the
+graph. ``export()`` does the rest for every target alike: stage in a temporary directory, check
+fidelity against the float pipeline, and only then move ``coarse/refine/fused`` into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import __version__
+from ..errors import FidelityError, InputError
+from ..registry import Registry
+from ..spec import Provenance
+
+TARGETS: Registry[type["Target"]] = Registry("target")
+register_target = TARGETS.register
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Options every target understands; targets subclass it for their own."""
+
+    precision: str = "fp32"
+    calib: Path | None = None
+    calib_count: int | None = None
+    calib_method: str | None = None
+    recipe: Path | None = None
+    min_psnr: float | None = None
+    check: bool = True
+    check_data: Path | None = None
+    keep_failed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.min_psnr is not None and not 0 < self.min_psnr < 200:
+            raise ValueError("min_psnr must be between 0 and 200 dB")
+        if self.recipe is not None and self.precision not in ("int8",):
+            raise ValueError("--recipe applies to --int8 only")
+
+
+class Target:
+    """Base for export targets. Subclasses set the class attributes and implement the methods."""
+
+    name: str = ""
+    suffix: str = ""
+    precisions: tuple[str, ...] = ("fp32",)
+    Options: type[ExportOptions] = ExportOptions
+
+    def convert(self, pipeline, role: str, options: ExportOptions, provenance: Provenance, path: Path,
+                calibration=None, progress=None) -> dict[str, Any]:
+        """Write the role's artifact at ``path``; return facts for the report (sizes, ops, ...)."""
+        raise NotImplementedError
+
+    def runner(self, path: Path, threads: int | None = None, **kw):
+        raise NotImplementedError
+
+    def read_provenance(self, path: Path) -> Provenance:
+        raise NotImplementedError
+
+    def converter_versions(self) -> dict[str, str]:
+        return {}
+
+
+def get_target(name: str) -> Target:
+    return TARGETS.get(name)()
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    files: dict[str, Path]
+    checks: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+    passed: bool = True
+
+
+def _check_writable(out_dir: Path) -> Path:
+    """The nearest existing ancestor, which must be a writable directory (staging goes there)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"cannot write to {out_dir}: it exists and is not a directory")
+    parent = out_dir if out_dir.exists() else out_dir.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"cannot write to {out_dir}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write to {out_dir}: {parent} is not writable")
+    return parent
+
+
+def make_provenance(pipeline, target: Target, role: str, options: ExportOptions, recipe=None, calibration=None) -> Provenance:
+    info = pipeline.model_info
+    return Provenance(
+        model=info.name, weights_sha256=info.weights_sha256, spec=pipeline.spec.to_dict(), role=role,
+        target=target.name, precision=options.precision, recipe=(recipe.name + ":" + recipe.sha256()[:16]) if recipe else None,
+        calib_sha256=calibration.sha256 if calibration else None,
+        calib_method=(recipe.calibration.method if recipe else options.calib_method) if calibration else None,
+        mexport_version=__version__, converters=target.converter_versions(),
+    )
+
+
+def check_photos(options: ExportOptions):
+    """Held-out photos for the export-time check: scikit-image's evaluation set, plus --check-data."""
+    from ..photos import DEFAULT_EVAL, default_photos, list_photos, load_photo
+
+    photos = default_photos(DEFAULT_EVAL)
+    if options.check_data is not None:
+        folder = options.check_data / "image" if (options.check_data / "image").is_dir() else options.check_data
+        photos += [(p.stem, load_photo(p)) for p in list_photos(folder)]
+    return photos
+
+
+def fidelity_checks(target: Target, pipeline, staged: dict[str, Path], photos, threshold: float, progress=None) -> dict[str, Any]:
+    """Every role against its float graph on the same tensors; the fused model and the coarse+refine
+    pair are gated (that is what an app runs), coarse and refine alone are reported."""
+    from ..runner import PairRunner, TorchRunner
+    from ..validate.fidelity import fidelity, photo_tensors
+    from ..quantize.calibration import role_inputs
+
+    ref = TorchRunner(pipeline)
+    tensors = photo_tensors(photos, pipeline.spec)
+    runners = {role: target.runner(path) for role, path in staged.items()}
+    results: dict[str, Any] = {}
+    gated = {"fused": runners["fused"]}
+    if "refine" in runners:
+        gated["pair"] = PairRunner(runners["coarse"], runners["refine"], pipeline.spec)
+    for name, runner in gated.items():
+        f = fidelity(runner, ref, tensors, progress)
+        results[name] = {"gated": True, "median_psnr": f.median_psnr, "min_psnr": f.min_psnr, "max_abs": f.max_abs,
+                         "finite": f.finite, "passed": f.finite and f.median_psnr >= threshold,
+                         "photos": {p.photo: {"psnr": p.psnr, "max_abs": p.max_abs} for p in f.photos}}
+    for role in ("coarse", "refine"):
+        if role not in runners:
+            continue
+        graph = pipeline.graph(role)
+        inputs = role_inputs(pipeline, role, photos)
+        import torch
+
+        vals = []
+        for feed in inputs:
+            arrays = [feed[n] for n in pipeline.input_names(role)]
+            with torch.inference_mode():
+                want = graph(*(torch.from_numpy(a) for a in arrays)).numpy()
+            from ..validate.fidelity import compare
+
+            vals.append(compare("", runners[role](*arrays), want))
+        results[role] = {"gated": False, "median_psnr": float(np.median([v.psnr for v in vals])),
+                         "max_abs": float(max(v.max_abs for v in vals)), "finite": all(v.finite for v in vals)}
+    return results
+
+
+def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptions,
+           progress: Callable[[str], Any] | None = None, log: Callable[[str], Any] = lambda s: None) -> ExportResult:
+    """Convert every role, check fidelity, and move the files into ``out_dir`` only if they pass."""
+    from ..validate.fidelity import default_threshold
+
+    target = get_target(target_name)
+    if options.precision not in target.precisions:
+        raise InputError(f"{target.name} does not offer precision {options.precision!r}; valid: {', '.join(target.precisions)}")
+    out_dir = Path(out_dir)
+    parent = _check_writable(out_dir)
+    recipe, calibration = target.prepare_quantization(pipeline, options) if hasattr(target, "prepare_quantization") else (None, None)
+    threshold = options.min_psnr if options.min_psnr is not None else default_threshold(options.precision)
+    photos = check_photos(options) if options.check else []
+
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".mexport-", dir=parent))
+    except OSError as e:
+        raise InputError(f"cannot write to {out_dir}: {e.strerror}") from None
+    try:
+        staged: dict[str, Path] = {}
+        facts: dict[str, Any] = {}
+        for role in pipeline.roles():
+            prov = make_provenance(pipeline, target, role, options, recipe, calibration)
+            path = staging / f"{role}{target.suffix}"
+            log(f"converting {role} -> {path.name}")
+            facts[role] = target.convert(pipeline, role, options, prov, path, calibration=calibration, recipe=recipe)
+            staged[role] = path
+        if recipe is not None:
+            (staging / "recipe.json").write_text(recipe.to_json())
+        checks: dict[str, Any] = {}
+        passed = True
+        if options.check:
+            log(f"checking against the float pipeline on {len(photos)} photos (threshold {threshold:.1f} dB median alpha PSNR)")
+            checks = fidelity_checks(target, pipeline, staged, photos, threshold)
+            passed = all(c["passed"] for c in checks.values() if c.get("gated"))
+        report = {"target": target.name, "precision": options.precision, "threshold_db": threshold, "passed": passed,
+                  "checks": checks, "facts": facts, "model": pipeline.model_info.name}
+        (staging / "check.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=_json_default) + "\n")
+        if not passed and not options.keep_failed:
+            raise FidelityError(_failure_message(checks, threshold, target.name, options.precision))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for f in sorted(staging.iterdir()):
+            dest = out_dir / f.name
+            if dest.is_dir() and not f.is_dir():
+                raise InputError(f"{dest} is a directory")
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            os.replace(f, dest)
+            files[f.stem if f.suffix == target.suffix else f.name] = dest
+        result = ExportResult(out_dir, files, checks, facts, passed)
+        if not passed:
+            raise FidelityError(_failure_message(checks, threshold, target.name, options.precision) + f" (kept in {out_dir} as asked)")
+        return result
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _failure_message(checks, threshold, target, precision) -> str:
+    bad = [f"{k}: median alpha PSNR {v['median_psnr']:.1f} dB" + ("" if v["finite"] else " (NaN/Inf output)")
+           for k, v in checks.items() if v.get("gated") and not v["passed"]]
+    return f"{target} {precision} failed the fidelity check (needs >= {threshold:.1f} dB): " + "; ".join(bad) + "; nothing written"
+
+
+def _json_default(o):
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, float) and not np.isfinite(o):
+        return str(o)
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    raise TypeError(type(o).__name__)

@@ -1,0 +1,77 @@
+"""Calibration photos and the per-role inputs derived from them.
+
+Every role is calibrated on what it sees in the real pipeline: the coarse graph on downsampled
+photos, the refine graph on full-size photos plus the float coarse alpha, the fused graph on the
+full-size photos. The float pipeline computes the in-between tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..photos import DEFAULT_CALIB, default_photos, list_photos, load_photo
+
+MIN_CALIB_PHOTOS = 4
+
+
+class FewCalibrationPhotos(UserWarning):
+    pass
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    photos: tuple[tuple[str, np.ndarray], ...]
+    source: str
+
+    @property
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        for name, arr in sorted(self.photos, key=lambda p: p[0]):
+            h.update(name.encode() + str(arr.shape).encode() + arr.tobytes())
+        return h.hexdigest()
+
+
+def load_calibration(folder: str | Path | None = None, count: int | None = None) -> CalibrationSet:
+    """Photos from a folder (every JPEG/PNG/WebP in it, sorted), or the default scikit-image set.
+    An empty or unreadable folder is an InputError; fewer than 4 photos is a warning."""
+    if folder is None:
+        photos = default_photos(DEFAULT_CALIB)
+        source = "default (scikit-image: " + ", ".join(DEFAULT_CALIB) + ")"
+    else:
+        paths = list_photos(folder)
+        photos = [(p.stem, load_photo(p)) for p in paths]
+        source = str(folder)
+    if count is not None:
+        if count < 1:
+            raise InputError("the number of calibration photos must be >= 1")
+        photos = photos[:count]
+    if len(photos) < MIN_CALIB_PHOTOS:
+        warnings.warn(f"only {len(photos)} calibration photos; {MIN_CALIB_PHOTOS}+ give steadier int8 ranges", FewCalibrationPhotos, stacklevel=2)
+    return CalibrationSet(tuple(photos), source)
+
+
+def role_inputs(pipeline, role: str, photos, max_photos: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Inputs of a role's graph, by input name, one dict per photo (float pipeline in between)."""
+    import torch
+
+    from ..photos import prepare
+
+    names = pipeline.input_names(role)
+    out = []
+    for _, photo in list(photos)[:max_photos]:
+        x = torch.from_numpy(prepare(photo, pipeline.spec)[0])
+        with torch.inference_mode():
+            if role == "coarse":
+                vals = [pipeline.downsample(x)]
+            elif role == "refine":
+                vals = [x, pipeline.coarse_graph(pipeline.downsample(x))]
+            else:
+                vals = [x]
+        out.append({n: v.numpy().astype(np.float32) for n, v in zip(names, vals)})
+    return out

@@ -1,0 +1,111 @@
+"""The recipe file: which layers get which precision, plus calibration settings.
+
+Target-neutral on purpose: layers are named by their PyTorch module path inside the exported graph
+(``coarse.stage1.conv_in.0``, ``refine.head.2``), which both the ONNX node names and the TFLite
+tensor names carry; each target's quantizer maps the path onto its own node names. The ONNX,
+TFLite and (later) sensitivity-analysis commands read and write this one format (JSON):
+
+    {
+      "schema": 1,
+      "name": "mexport-int8",
+      "default": "int8",                      # precision of every layer not listed
+      "calibration": {"method": "minmax", "per_channel": true, "symmetric_activations": false},
+      "layers": {"coarse.side.0": "float", "coarse.fuse": "int16"},
+      "notes": "why each layer is listed"
+    }
+
+A layer key matches a module path exactly or as a prefix ending at a dot (``coarse.stage1`` covers
+``coarse.stage1.conv_in.0``); the longest matching key wins.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+SCHEMA = 1
+LAYER_PRECISIONS = ("int8", "int16", "fp16", "float")
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    method: str = "minmax"
+    per_channel: bool = True
+    symmetric_activations: bool = False
+    percentile: float = 99.999
+    max_photos: int = 32
+
+    def __post_init__(self) -> None:
+        if self.method not in CALIB_METHODS:
+            raise ValueError(f"calibration method must be one of {CALIB_METHODS}, got {self.method!r}")
+        if not 90.0 <= self.percentile <= 100.0:
+            raise ValueError("percentile must be in [90, 100]")
+        if self.max_photos < 1:
+            raise ValueError("max_photos must be >= 1")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    default: str = "int8"
+    calibration: Calibration = field(default_factory=Calibration)
+    layers: dict[str, str] = field(default_factory=dict)
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if self.default not in LAYER_PRECISIONS:
+            raise ValueError(f"default precision must be one of {LAYER_PRECISIONS}, got {self.default!r}")
+        if isinstance(self.calibration, dict):
+            object.__setattr__(self, "calibration", Calibration(**self.calibration))
+        for k, v in self.layers.items():
+            if v not in LAYER_PRECISIONS:
+                raise ValueError(f"layer {k!r}: precision must be one of {LAYER_PRECISIONS}, got {v!r}")
+            if not k or k.startswith(".") or k.endswith("."):
+                raise ValueError(f"layer key {k!r} must be a module path like 'coarse.stage1.conv_in.0'")
+        object.__setattr__(self, "layers", dict(sorted(self.layers.items())))
+
+    def precision_of(self, module_path: str) -> str:
+        best, prec = -1, self.default
+        for key, p in self.layers.items():
+            if (module_path == key or module_path.startswith(key + ".")) and len(key) > best:
+                best, prec = len(key), p
+        return prec
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, **asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        d = dict(d)
+        schema = d.pop("schema", None)
+        if schema != SCHEMA:
+            raise ValueError(f"recipe schema {schema!r} is not supported (expected {SCHEMA})")
+        unknown = set(d) - {"name", "default", "calibration", "layers", "notes"}
+        if unknown:
+            raise ValueError(f"unknown recipe fields {sorted(unknown)}")
+        return cls(**d)
+
+    def sha256(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    try:
+        return Recipe.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise InputError(f"recipe file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"recipe {path} is not valid JSON: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise InputError(f"recipe {path}: {e}") from None

@@ -1,0 +1,53 @@
+"""Accuracy against ground truth: the matting metrics on photos with true alphas (and trimaps)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics
+
+
+@dataclass(frozen=True)
+class GTSample:
+    name: str
+    photo: np.ndarray
+    alpha: np.ndarray
+    trimap: np.ndarray | None = None
+
+
+def load_gt_samples(data: Path, names: list[str] | None = None, trimap: str = "trimap1") -> list[GTSample]:
+    """Read the alphamatting layout: image/NAME.png, alpha/NAME.png, optional trimap1/NAME.png."""
+    from PIL import Image
+
+    from ..errors import InputError
+    from ..photos import list_photos, load_photo
+
+    data = Path(data)
+    photos = list_photos(data / "image") if (data / "image").is_dir() else list_photos(data)
+    if names is not None:
+        photos = [p for p in photos if p.stem in names]
+        if len(photos) != len(names):
+            raise InputError(f"{data}: missing some of {names}")
+    out = []
+    for p in photos:
+        a = data / "alpha" / f"{p.stem}.png"
+        if not a.is_file():
+            continue
+        t = data / trimap / f"{p.stem}.png"
+        alpha = np.asarray(Image.open(a).convert("L"), dtype=np.float32) / 255.0
+        tri = np.asarray(Image.open(t).convert("L")) if t.is_file() else None
+        out.append(GTSample(p.stem, load_photo(p), alpha, tri))
+    return out
+
+
+def gt_metrics(pred: np.ndarray, sample: GTSample) -> dict[str, float]:
+    """SAD, MSE, Grad, Conn over the whole image, and over the trimap's unknown region when known."""
+    gt = sample.alpha
+    r = {"sad": metrics.sad(pred, gt), "mse": metrics.mse(pred, gt), "grad": metrics.grad(pred, gt), "conn": metrics.conn(pred, gt)}
+    if sample.trimap is not None:
+        r.update({"sad_unknown": metrics.sad(pred, gt, sample.trimap), "mse_unknown": metrics.mse(pred, gt, sample.trimap),
+                  "grad_unknown": metrics.grad(pred, gt, sample.trimap), "conn_unknown": metrics.conn(pred, gt, sample.trimap)})
+    return r
