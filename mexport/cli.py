@@ -154,6 +154,61 @@ def onnx(fp16, int8, dyn, opset, calib, calib_count, calib_method, recipe, min_p
     _run_export("onnx", _precision(fp16, int8, dyn), out, model, {"opset": opset}, common)
 
 
+@main.command()
+@click.argument("artifacts", nargs=-1, required=True)
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Photos, optionally with alpha/ and trimap1/ ground truth (the alphamatting layout).")
+@model_option
+@click.option("--min-psnr", type=float, default=None, help="Minimum median alpha PSNR vs float (dB); default per precision.")
+@click.option("--max-sad-increase", type=float, default=None, help="Max relative SAD increase vs the baseline (0.05 = 5 %).")
+@click.option("--max-grad-increase", type=float, default=None, help="Max relative Grad increase vs the baseline.")
+@click.option("--max-latency-ratio", type=float, default=None, help="Max p50 latency / baseline p50 (opt-in; needs --bench).")
+@click.option("--baseline", type=click.Path(path_type=Path), default=None, help="Baseline JSON to compare with.")
+@click.option("--update-baseline", is_flag=True, help="Write this run's results to --baseline.")
+@click.option("--config", type=click.Path(path_type=Path), default=None, help="mexport.toml or pyproject.toml with [tool.mexport.validate].")
+@click.option("--report", type=click.Path(path_type=Path), default=None, help="Write JSON, Markdown, JUnit XML and HTML here.")
+@click.option("--bench", is_flag=True, help="Also measure latency (each artifact in its own process).")
+@click.option("--threads", type=int, default=None, help="Runtime threads (default: the runtime's choice).")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report to stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the verdict.")
+@handle_errors
+def validate(artifacts, data, model, min_psnr, max_sad_increase, max_grad_increase, max_latency_ratio, baseline,
+             update_baseline, config, report, bench, threads, as_json, quiet):
+    """Run ARTIFACTS (files or export directories) against the float model; exit 1 if a gate fails."""
+    import json as _json
+
+    from .validate.config import load_config
+    from .validate.report import to_markdown, write_reports
+    from .validate.validate import Gates, validate as run_validate, write_baseline
+
+    cfg = load_config(config)
+    pick = lambda v, k: v if v is not None else cfg.get(k)  # noqa: E731
+    baseline = baseline or (Path(cfg["baseline"]) if cfg.get("baseline") else None)
+    if update_baseline and baseline is None:
+        raise click.UsageError("--update-baseline needs --baseline FILE")
+    try:
+        gates = Gates(pick(min_psnr, "min_psnr"), pick(max_sad_increase, "max_sad_increase"),
+                      pick(max_grad_increase, "max_grad_increase"), pick(max_latency_ratio, "max_latency_ratio"))
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    result, alphas, samples = run_validate(list(artifacts), data, model, gates, None if update_baseline else baseline,
+                                           threads, keep_alphas=report is not None, bench=bench)
+    if report is not None:
+        for kind, path in write_reports(result, report, alphas, samples).items():
+            if not quiet and not as_json:
+                click.echo(f"wrote {path}", err=True)
+    if update_baseline:
+        write_baseline(result, baseline)
+        click.echo(f"baseline written to {baseline}", err=True)
+    if as_json:
+        click.echo(_json.dumps(result.to_dict(), indent=2, sort_keys=True))
+    elif quiet:
+        click.echo("PASS" if result.passed else "FAIL")
+    else:
+        click.echo(to_markdown(result))
+    sys.exit(0 if result.passed else 1)
+
+
 @main.command("train-refiner")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The alphamatting folder (image/, alpha/).")

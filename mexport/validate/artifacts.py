@@ -1,0 +1,124 @@
+"""Finding artifacts on disk, their target, their provenance, and their float reference."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+from ..spec import Provenance
+
+
+@dataclass
+class Artifact:
+    """One thing to validate: a single model file, or a coarse+refine pair run as one pipeline."""
+
+    label: str
+    target: str
+    paths: dict[str, Path]  # role -> path ("fused"), or "coarse" + "refine" for a pair
+    provenance: Provenance
+
+    @property
+    def kind(self) -> str:
+        return "pair" if "refine" in self.paths and "coarse" in self.paths else next(iter(self.paths))
+
+    @property
+    def precision(self) -> str:
+        return self.provenance.precision
+
+    def size_bytes(self) -> int:
+        total = 0
+        for p in self.paths.values():
+            total += sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+        return total
+
+    def runner(self, threads: int | None = None):
+        from ..export import get_target
+        from ..runner import PairRunner
+
+        t = get_target(self.target)
+        if self.kind == "pair":
+            return PairRunner(t.runner(self.paths["coarse"], threads=threads), t.runner(self.paths["refine"], threads=threads),
+                              self.provenance.pipeline_spec, name=self.label)
+        return t.runner(self.paths[self.kind], threads=threads)
+
+
+def target_for(path: Path) -> str:
+    from ..export import TARGETS, get_target
+
+    for name in TARGETS.names():
+        if path.name.endswith(get_target(name).suffix):
+            return name
+    suffixes = ", ".join(get_target(n).suffix for n in TARGETS.names())
+    raise InputError(f"{path}: not an artifact mexport knows (expected one of {suffixes}, or an export directory)")
+
+
+def read_provenance(path: Path) -> tuple[str, Provenance]:
+    from ..export import get_target
+
+    if not path.exists():
+        raise InputError(f"artifact not found: {path}")
+    target = target_for(path)
+    return target, get_target(target).read_provenance(path)
+
+
+def discover(args: list[str | Path]) -> list[Artifact]:
+    """Files become single artifacts; an export directory becomes its fused model and its pair;
+    a coarse and a refine file of the same export given together become a pair."""
+    out: list[Artifact] = []
+    files: list[Path] = []
+    for a in map(Path, args):
+        if not a.exists():
+            raise InputError(f"artifact not found: {a}")
+        if a.is_dir() and not a.name.endswith(".mlpackage"):
+            found = sorted(p for p in a.iterdir() if p.stem in ("coarse", "refine", "fused") and _is_artifact(p))
+            if not found:
+                raise InputError(f"{a}: no coarse/refine/fused artifacts inside")
+            by_role = {p.stem: p for p in found}
+            if "fused" in by_role:
+                t, prov = read_provenance(by_role["fused"])
+                out.append(Artifact(f"{a.name}/fused", t, {"fused": by_role["fused"]}, prov))
+            if "coarse" in by_role and "refine" in by_role:
+                t, prov = read_provenance(by_role["refine"])
+                out.append(Artifact(f"{a.name}/coarse+refine", t, {"coarse": by_role["coarse"], "refine": by_role["refine"]}, prov))
+        else:
+            files.append(a)
+    roles = {}
+    for f in files:
+        t, prov = read_provenance(f)
+        roles.setdefault((t, prov.weights_sha256, str(f.parent)), {})[prov.role] = (f, prov)
+    for (t, _, _), by_role in roles.items():
+        if "coarse" in by_role and "refine" in by_role:
+            (c, _), (r, prov) = by_role.pop("coarse"), by_role.pop("refine")
+            out.append(Artifact(f"{r.parent.name}/coarse+refine", t, {"coarse": c, "refine": r}, prov))
+        for role, (f, prov) in by_role.items():
+            if role != "fused":
+                raise InputError(f"{f}: a lone {role} model cannot run the pipeline; give its pair or the fused model")
+            out.append(Artifact(f"{f.parent.name}/{f.name}", t, {"fused": f}, prov))
+    return out
+
+
+def _is_artifact(p: Path) -> bool:
+    try:
+        target_for(p)
+        return True
+    except InputError:
+        return False
+
+
+def reference_for(artifact: Artifact, model: str | None = None):
+    """The float pipeline the artifact came from: by its recorded model and weights hash, or --model."""
+    from ..models import MattingPipeline, load_model
+
+    prov = artifact.provenance
+    ref = model or prov.model
+    try:
+        m = load_model(ref)
+    except InputError as e:
+        raise InputError(f"{artifact.label}: cannot build its float reference {ref!r} ({e}); pass --model") from None
+    if m.weights_sha256 != prov.weights_sha256:
+        raise InputError(f"{artifact.label}: was exported from {prov.model} with weights {prov.weights_sha256[:12]}..., "
+                         f"but {ref} now has weights {m.weights_sha256[:12]}...; pass the right --model")
+    if m.spec.to_dict() != prov.spec:
+        raise InputError(f"{artifact.label}: its recorded pipeline spec differs from {ref}'s")
+    return MattingPipeline(m)

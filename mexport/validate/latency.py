@@ -1,0 +1,65 @@
+"""Latency: each artifact measured in its own subprocess (clean memory, no shared thread pools).
+
+Reports load time, first inference, steady-state p50/p90/p99 after warm-up, peak RSS of the
+measuring process, with the machine and runtime versions next to the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import MexportError
+
+
+def _worker(cfg: dict[str, Any]) -> dict[str, Any]:
+    import resource
+
+    import numpy as np
+
+    from .artifacts import discover
+
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    (art,) = discover(cfg["paths"])  # the paths of one artifact: a fused file, or a coarse+refine pair
+    runner = art.runner(threads=cfg["threads"])
+    load_ms = (time.perf_counter() - t0) * 1e3
+    spec = art.provenance.pipeline_spec
+    x = np.random.default_rng(0).random((1, 3, *spec.refine_size), dtype=np.float32)
+    t = time.perf_counter()
+    runner(x)
+    first_ms = (time.perf_counter() - t) * 1e3
+    for _ in range(cfg["warmup"]):
+        runner(x)
+    times = []
+    for _ in range(cfg["runs"]):
+        t = time.perf_counter()
+        runner(x)
+        times.append((time.perf_counter() - t) * 1e3)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"threads": cfg["threads"], "load_ms": load_ms, "first_ms": first_ms, "runs": cfg["runs"],
+            "p50_ms": float(np.percentile(times, 50)), "p90_ms": float(np.percentile(times, 90)),
+            "p99_ms": float(np.percentile(times, 99)), "min_ms": float(min(times)),
+            "peak_rss_mb": rss / 1024, "baseline_rss_mb": rss0 / 1024, "runner": runner.name}
+
+
+def measure(paths: list[str], label: str, threads: int = 1, runs: int = 10, warmup: int = 2, timeout: float = 900) -> dict[str, Any]:
+    """Measure one artifact (by discover() label) in a fresh Python process."""
+    from .validate import runtime_versions
+
+    cfg = {"paths": [str(p) for p in paths], "label": label, "threads": threads, "runs": runs, "warmup": warmup}
+    proc = subprocess.run([sys.executable, "-m", "mexport.validate.latency", json.dumps(cfg)], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise MexportError(f"latency measurement of {label} failed: {last}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["versions"] = runtime_versions()
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(_worker(json.loads(sys.argv[1]))))

@@ -1,0 +1,263 @@
+"""``mexport validate``: every artifact on its runtime against the float reference, with gates.
+
+Fidelity (alpha PSNR, max abs, MAD) is measured on the refine-size tensors, where the artifact's
+own arithmetic shows; accuracy vs ground truth (SAD, MSE, Grad, Conn) on the alpha restored to the
+photo's size, for the artifact and for the float model side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import InputError
+from .accuracy import GTSample, gt_metrics
+from .artifacts import Artifact, discover, reference_for
+from .fidelity import compare, default_threshold
+
+SCHEMA = 1
+BASELINE_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Thresholds. ``min_psnr=None`` applies the per-precision default; the others apply only when
+    set, and the *_increase / latency gates need a baseline."""
+
+    min_psnr: float | None = None
+    max_sad_increase: float | None = None
+    max_grad_increase: float | None = None
+    max_latency_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        for k in ("max_sad_increase", "max_grad_increase"):
+            v = getattr(self, k)
+            if v is not None and v < 0:
+                raise ValueError(f"{k} must be >= 0 (a relative increase, 0.05 = 5 %)")
+        if self.max_latency_ratio is not None and self.max_latency_ratio <= 0:
+            raise ValueError("max_latency_ratio must be > 0")
+
+
+@dataclass
+class GateResult:
+    gate: str
+    value: float
+    threshold: float
+    passed: bool
+    detail: str = ""
+
+
+@dataclass
+class ArtifactReport:
+    label: str
+    target: str
+    precision: str
+    kind: str
+    size_bytes: int
+    runner: str
+    photos: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    gates: list[GateResult] = field(default_factory=list)
+    latency: dict[str, Any] | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+
+@dataclass
+class ValidationReport:
+    artifacts: list[ArtifactReport]
+    data: str
+    photos: list[str]
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(a.passed for a in self.artifacts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean({
+            "schema": SCHEMA, "passed": self.passed, "data": self.data, "photos": self.photos, "versions": self.versions,
+            "artifacts": [{
+                "label": a.label, "target": a.target, "precision": a.precision, "kind": a.kind, "size_bytes": a.size_bytes,
+                "runner": a.runner, "passed": a.passed, "summary": a.summary, "latency": a.latency,
+                "gates": [g.__dict__ for g in a.gates], "photos": a.photos,
+            } for a in self.artifacts],
+        })
+
+
+def _clean(o):
+    """JSON has no NaN/Inf: write them as strings so the report stays strict JSON."""
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        f = float(o)
+        return f if math.isfinite(f) else ("inf" if f > 0 else "-inf" if f < 0 else "nan")
+    if isinstance(o, np.integer):
+        return int(o)
+    return o
+
+
+def load_samples(data: Path | None) -> tuple[list[GTSample], str]:
+    """Photos with optional ground truth: the alphamatting layout (image/, alpha/, trimap1/) or a
+    plain folder of photos; without --data, scikit-image's held-out evaluation photos."""
+    from ..photos import DEFAULT_EVAL, default_photos, list_photos, load_photo
+    from .accuracy import load_gt_samples
+
+    if data is None:
+        return [GTSample(n, p, None) for n, p in default_photos(DEFAULT_EVAL)], "scikit-image: " + ", ".join(DEFAULT_EVAL)  # type: ignore[arg-type]
+    data = Path(data)
+    if not data.is_dir():
+        raise InputError(f"--data {data}: not a directory")
+    if (data / "image").is_dir():
+        with_gt = {s.name: s for s in load_gt_samples(data)}
+        samples = [with_gt.get(p.stem) or GTSample(p.stem, load_photo(p), None) for p in list_photos(data / "image")]
+    else:
+        samples = [GTSample(p.stem, load_photo(p), None) for p in list_photos(data)]
+    return samples, str(data)
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    try:
+        d = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"baseline not found: {path} (create it with --update-baseline)") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"baseline {path} is not valid JSON: {e}") from None
+    if d.get("schema") != BASELINE_SCHEMA:
+        raise InputError(f"baseline {path} has schema {d.get('schema')!r}, expected {BASELINE_SCHEMA}")
+    return d
+
+
+def baseline_entry(a: ArtifactReport) -> dict[str, Any]:
+    s = a.summary
+    e = {"median_psnr": s.get("median_psnr"), "precision": a.precision, "target": a.target}
+    for k in ("sad", "grad"):
+        if f"{k}_mean" in s:
+            e[f"{k}_mean"] = s[f"{k}_mean"]
+    if a.latency and "p50_ms" in a.latency:
+        e["p50_ms"] = a.latency["p50_ms"]
+    return _clean(e)
+
+
+def write_baseline(report: ValidationReport, path: Path) -> None:
+    from ..models.weights import atomic_write_bytes
+
+    d = {"schema": BASELINE_SCHEMA, "artifacts": {a.label: baseline_entry(a) for a in report.artifacts}}
+    atomic_write_bytes(Path(path), (json.dumps(d, indent=2, sort_keys=True) + "\n").encode())
+
+
+def apply_gates(a: ArtifactReport, gates: Gates, baseline: dict[str, Any] | None) -> None:
+    s = a.summary
+    threshold = gates.min_psnr if gates.min_psnr is not None else default_threshold(a.precision)
+    a.gates.append(GateResult("finite-output", 0.0 if s["all_finite"] else 1.0, 0.0, bool(s["all_finite"]),
+                              "NaN or Inf in the alpha" if not s["all_finite"] else ""))
+    a.gates.append(GateResult("min-median-alpha-psnr", s["median_psnr"], threshold,
+                              bool(s["all_finite"] and s["median_psnr"] >= threshold), "median alpha PSNR vs float, dB"))
+    base = (baseline or {}).get("artifacts", {}).get(a.label)
+    for metric, limit in (("sad", gates.max_sad_increase), ("grad", gates.max_grad_increase)):
+        if limit is None:
+            continue
+        if not base or f"{metric}_mean" not in base or f"{metric}_mean" not in s:
+            a.gates.append(GateResult(f"max-{metric}-increase", math.nan, limit, False,
+                                      "no baseline value or no ground truth to compare with"))
+            continue
+        inc = s[f"{metric}_mean"] / base[f"{metric}_mean"] - 1 if base[f"{metric}_mean"] else math.inf
+        a.gates.append(GateResult(f"max-{metric}-increase", inc, limit, inc <= limit, f"mean {metric.upper()} vs ground truth, relative to baseline"))
+    if gates.max_latency_ratio is not None:
+        if not a.latency or not base or "p50_ms" not in base:
+            a.gates.append(GateResult("max-latency-ratio", math.nan, gates.max_latency_ratio, False, "no latency measured or no baseline"))
+        else:
+            ratio = a.latency["p50_ms"] / base["p50_ms"]
+            a.gates.append(GateResult("max-latency-ratio", ratio, gates.max_latency_ratio, ratio <= gates.max_latency_ratio, "p50 latency / baseline p50"))
+
+
+def validate_artifact(artifact: Artifact, samples: list[GTSample], model: str | None = None, threads: int | None = None,
+                      progress: Callable[[], Any] | None = None, keep_alphas: bool = False) -> tuple[ArtifactReport, dict]:
+    from ..photos import prepare, restore
+    from ..runner import TorchRunner
+
+    pipeline = reference_for(artifact, model)
+    spec = pipeline.spec
+    runner = artifact.runner(threads=threads)
+    ref = TorchRunner(pipeline)
+    rep = ArtifactReport(artifact.label, artifact.target, artifact.precision, artifact.kind, artifact.size_bytes(), runner.name)
+    alphas: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for s in samples:
+        x, place = prepare(s.photo, spec)
+        out, want = runner(x), ref(x)
+        f = compare(s.name, out, want)
+        row: dict[str, Any] = {"photo": s.name, "psnr": f.psnr, "max_abs": f.max_abs, "mad": f.mad, "finite": f.finite}
+        a_out, a_ref = restore(np.nan_to_num(out, nan=0.0), place, spec), restore(want, place, spec)
+        if s.alpha is not None:
+            row["gt"] = gt_metrics(a_out, s)
+            row["gt_float"] = gt_metrics(a_ref, s)
+        if keep_alphas:
+            alphas[s.name] = (a_out, a_ref)
+        rep.photos.append(row)
+        if progress:
+            progress()
+    psnrs = [r["psnr"] for r in rep.photos]
+    rep.summary = {
+        "photos": len(rep.photos), "all_finite": all(r["finite"] for r in rep.photos),
+        "median_psnr": float(np.median(psnrs)), "mean_psnr": float(np.mean(psnrs)), "min_psnr": float(np.min(psnrs)),
+        "worst_photo": rep.photos[int(np.argmin(psnrs))]["photo"], "max_abs": float(max(r["max_abs"] for r in rep.photos)),
+    }
+    gt_rows = [r for r in rep.photos if "gt" in r]
+    if gt_rows:
+        for k in ("sad", "mse", "grad", "conn"):
+            vals = [r["gt"][k] for r in gt_rows]
+            fvals = [r["gt_float"][k] for r in gt_rows]
+            rep.summary.update({f"{k}_mean": float(np.mean(vals)), f"{k}_median": float(np.median(vals)), f"{k}_worst": float(np.max(vals)),
+                                f"{k}_float_mean": float(np.mean(fvals))})
+    return rep, alphas
+
+
+def validate(paths: list[str | Path], data: Path | None = None, model: str | None = None, gates: Gates = Gates(),
+             baseline: Path | None = None, threads: int | None = None, progress=None, keep_alphas: bool = False,
+             bench: bool = False):
+    """Validate artifacts; returns the report and, with keep_alphas, the alphas for the HTML report."""
+    artifacts = discover(paths)
+    if not artifacts:
+        raise InputError("no artifacts given")
+    samples, source = load_samples(data)
+    base = load_baseline(baseline) if baseline is not None and Path(baseline).exists() else None
+    if baseline is not None and base is None and (gates.max_sad_increase is not None or gates.max_grad_increase is not None
+                                                  or gates.max_latency_ratio is not None):
+        raise InputError(f"baseline not found: {baseline} (create it with --update-baseline)")
+    reports, all_alphas = [], {}
+    for art in artifacts:
+        rep, alphas = validate_artifact(art, samples, model, threads, progress, keep_alphas)
+        reports.append(rep)
+        all_alphas[art.label] = alphas
+    if bench or gates.max_latency_ratio is not None:
+        from .latency import measure
+
+        for art, rep in zip(artifacts, reports):
+            rep.latency = measure([str(p) for p in art.paths.values()], art.label, threads=threads or 1)
+    for rep in reports:
+        apply_gates(rep, gates, base)
+    return ValidationReport(reports, source, [s.name for s in samples], versions=runtime_versions()), all_alphas, samples
+
+
+def runtime_versions() -> dict[str, str]:
+    import platform
+
+    from .. import __version__
+
+    v = {"mexport": __version__, "python": platform.python_version(), "machine": platform.machine(), "system": platform.system()}
+    for mod in ("torch", "onnxruntime", "ai_edge_litert", "coremltools"):
+        try:
+            m = __import__(mod)
+            v[mod] = getattr(m, "__version__", "?")
+        except ImportError:
+            pass
+    return v
