@@ -83,14 +83,25 @@ def models_pull(force: bool, wheel: Path | None) -> None:
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
               help="Output file (one photo, .png/.webp) or directory.")
 @model_option
+@click.option("--artifact", "artifacts", multiple=True, type=click.Path(path_type=Path),
+              help="Run an exported artifact instead of the float model: a fused file, or --artifact coarse.X --artifact refine.X.")
 @handle_errors
-def cutout(photos: tuple[str, ...], out: Path, model: str | None) -> None:
+def cutout(photos: tuple[str, ...], out: Path, model: str | None, artifacts: tuple[Path, ...]) -> None:
     """Write RGBA cutouts (the alpha matte in the fourth channel) of PHOTOS.
 
     A photo is a path (JPEG, PNG, WebP) or skimage:NAME for a scikit-image sample photo."""
     from . import api
 
-    for p in api.cutout(list(photos), out, model=model):
+    runner = None
+    if artifacts:
+        from .validate.artifacts import discover
+
+        found = discover(list(artifacts))
+        if len(found) != 1:
+            raise click.UsageError(f"--artifact must name one model (a fused file or a coarse+refine pair), got {len(found)}")
+        runner = found[0].runner()
+        click.echo(f"running {runner.name}", err=True)
+    for p in api.cutout(list(photos), out, model=model, runner=runner):
         click.echo(f"wrote {p}")
 
 

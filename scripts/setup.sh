@@ -13,3 +13,11 @@ if ! .venv/bin/python -c "import mexport, pytest, torch, litert_torch, coremltoo
   .venv/bin/pip install -q -e ".[dev]"
 fi
 .venv/bin/mexport models pull
+# The HTML report is checked in headless Chromium (Debian's package), as a person would look at it.
+if ! command -v chromium >/dev/null 2>&1 && [ "${MEXPORT_NO_CHROMIUM:-0}" != 1 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: chromium is not installed; the HTML screenshot test will fail (install Debian's chromium)" >&2
+  fi
+fi

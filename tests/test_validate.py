@@ -137,3 +137,44 @@ def test_baseline_gate(good, tmp_path, alphamatting):
 def test_bad_usage_exits_2(args, msg, tmp_path):
     r = invoke("validate", *args)
     assert r.exit_code == 2 and msg in r.output
+
+
+def test_html_report_renders_in_headless_chromium(good, tmp_path):
+    """Screenshot the report as a person would see it; every thumbnail must have loaded."""
+    import subprocess
+
+    from PIL import Image
+
+    rep = tmp_path / "rep"
+    assert invoke("validate", good / "fused.onnx", "--model", f"{BYO}:factory", "--report", rep, "-q").exit_code == 0
+    page = rep / "report.html"
+    # Count images that decoded, and write it into the page title, which --dump-dom shows.
+    probe = page.with_name("probe.html")
+    probe.write_text(page.read_text().replace(
+        "</body>", "<script>window.onload=()=>{const ok=[...document.images].filter(i=>i.complete&&i.naturalWidth>0).length;"
+                   "document.title='loaded:'+ok+'/'+document.images.length;}</script></body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chrome'}"]
+    dom = subprocess.run(["chromium", *flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert "<title>loaded:10/10</title>" in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run(["chromium", *flags, f"--screenshot={shot}", "--window-size=1200,900", page.as_uri()],
+                   capture_output=True, timeout=120)
+    img = np.asarray(Image.open(shot).convert("RGB"))
+    assert img.shape[:2] == (900, 1200)
+    assert img.std() > 20  # not a blank page: text, tables and thumbnails are drawn
+
+
+def test_cutout_with_an_artifact_matches_the_float_cutout(good, tmp_path, photo_file):
+    from PIL import Image
+
+    a = tmp_path / "a.png"
+    f = tmp_path / "f.png"
+    assert invoke("cutout", photo_file, "-o", a, "--artifact", good / "fused.onnx").exit_code == 0
+    assert invoke("cutout", photo_file, "-o", f, "--model", f"{BYO}:factory").exit_code == 0
+    da = np.asarray(Image.open(a))[..., 3].astype(int)
+    df = np.asarray(Image.open(f))[..., 3].astype(int)
+    assert np.abs(da - df).max() <= 1
+    r = invoke("cutout", photo_file, "-o", a, "--artifact", good / "coarse.onnx")
+    assert r.exit_code == 2 and "lone coarse" in r.output

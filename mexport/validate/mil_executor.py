@@ -117,7 +117,8 @@ def _blob_refs(spec) -> list[tuple[str, int]]:
         for fd, val in msg.ListFields():
             if fd.type != fd.TYPE_MESSAGE:
                 continue
-            items = val.values() if fd.message_type.GetOptions().map_entry else (val if fd.label == fd.LABEL_REPEATED else [val])
+            repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
+            items = val.values() if fd.message_type.GetOptions().map_entry else (val if repeated else [val])
             for v in items:
                 if type(v).__name__ == "BlobFileValue":
                     refs.append((v.fileName, v.offset))
