@@ -220,6 +220,44 @@ def validate(artifacts, data, model, min_psnr, max_sad_increase, max_grad_increa
     sys.exit(0 if result.passed else 1)
 
 
+@main.command()
+@click.argument("artifacts", nargs=-1, required=True)
+@click.option("--threads", "thread_counts", default="1,2", show_default=True, help="Comma-separated thread counts.")
+@click.option("--runs", default=10, show_default=True, help="Timed runs after warm-up.")
+@click.option("--warmup", default=2, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@handle_errors
+def bench(artifacts, thread_counts, runs, warmup, as_json):
+    """Latency of ARTIFACTS: load, first run, p50/p90/p99, peak memory; each in its own process."""
+    import json as _json
+
+    from .validate.artifacts import discover
+    from .validate.latency import measure
+
+    try:
+        counts = [int(t) for t in thread_counts.split(",")]
+    except ValueError:
+        raise click.UsageError("--threads takes comma-separated integers, e.g. 1,2")
+    if runs < 1 or min(counts) < 1:
+        raise click.UsageError("--runs and --threads must be >= 1")
+    rows = []
+    for art in discover(list(artifacts)):
+        for t in counts:
+            r = measure([str(p) for p in art.paths.values()], art.label, threads=t, runs=runs, warmup=warmup)
+            rows.append({"artifact": art.label, "target": art.target, "precision": art.precision, "size_bytes": art.size_bytes(), **r})
+    if as_json:
+        click.echo(_json.dumps(rows, indent=2))
+        return
+    click.echo("| artifact | precision | threads | load ms | first ms | p50 ms | p90 ms | p99 ms | peak RSS MB | size MB |")
+    click.echo("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        click.echo(f"| {r['artifact']} | {r['precision']} | {r['threads']} | {r['load_ms']:.0f} | {r['first_ms']:.0f} | {r['p50_ms']:.1f} | "
+                   f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['peak_rss_mb']:.0f} | {r['size_bytes'] / 1e6:.2f} |")
+    v = rows[0]["versions"] if rows else {}
+    click.echo(f"\nmachine: {v.get('machine')} {v.get('system')}, python {v.get('python')}; "
+               + ", ".join(f"{k} {v[k]}" for k in ("torch", "onnxruntime", "ai_edge_litert", "coremltools") if k in v))
+
+
 @main.command("train-refiner")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The alphamatting folder (image/, alpha/).")

@@ -7,12 +7,14 @@ runner for an NHWC or uint8 artifact converts internally, so one fidelity functi
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from .models.pipeline import MattingPipeline
 from .spec import PipelineSpec
+
+if TYPE_CHECKING:  # torch is heavy: runners of exported artifacts must not pay for it
+    from .models.pipeline import MattingPipeline
 
 
 @runtime_checkable
@@ -26,7 +28,7 @@ class Runner(Protocol):
 class TorchRunner:
     """The float reference, reachable through the same protocol as every artifact."""
 
-    def __init__(self, pipeline: MattingPipeline, threads: int | None = None) -> None:
+    def __init__(self, pipeline: "MattingPipeline", threads: int | None = None) -> None:
         self.pipeline = pipeline.eval()
         self.spec = pipeline.spec
         self.name = f"torch-fp32:{pipeline.model_info.name}"

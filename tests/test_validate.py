@@ -178,3 +178,16 @@ def test_cutout_with_an_artifact_matches_the_float_cutout(good, tmp_path, photo_
     assert np.abs(da - df).max() <= 1
     r = invoke("cutout", photo_file, "-o", a, "--artifact", good / "coarse.onnx")
     assert r.exit_code == 2 and "lone coarse" in r.output
+
+
+def test_bench_reports_latency_in_a_subprocess(good):
+    r = invoke("bench", good, "--threads", "1", "--runs", "3", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    labels = {row["artifact"] for row in rows}
+    assert labels == {f"{good.name}/fused"}  # the tiny model has no refiner: no pair
+    row = rows[0]
+    assert row["threads"] == 1 and row["runs"] == 3
+    assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+    assert row["load_ms"] > 0 and row["peak_rss_mb"] > 10 and row["versions"]["onnxruntime"]
+    assert invoke("bench", good, "--threads", "x").exit_code == 2
