@@ -198,7 +198,7 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
                   "checks": checks, "facts": facts, "model": pipeline.model_info.name}
         (staging / "check.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=_json_default) + "\n")
         if not passed and not options.keep_failed:
-            raise FidelityError(_failure_message(checks, threshold, target.name, options.precision))
+            raise FidelityError(_failure_message(checks, threshold, target.name, options.precision) + "; nothing written")
         out_dir.mkdir(parents=True, exist_ok=True)
         files = {}
         for f in sorted(staging.iterdir()):
@@ -211,7 +211,8 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
             files[f.stem if f.suffix == target.suffix else f.name] = dest
         result = ExportResult(out_dir, files, checks, facts, passed)
         if not passed:
-            raise FidelityError(_failure_message(checks, threshold, target.name, options.precision) + f" (kept in {out_dir} as asked)")
+            raise FidelityError(_failure_message(checks, threshold, target.name, options.precision)
+                                + f"; written to {out_dir} anyway (--keep-failed), check.json says passed: false")
         return result
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -220,7 +221,7 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
 def _failure_message(checks, threshold, target, precision) -> str:
     bad = [f"{k}: median alpha PSNR {v['median_psnr']:.1f} dB" + ("" if v["finite"] else " (NaN/Inf output)")
            for k, v in checks.items() if v.get("gated") and not v["passed"]]
-    return f"{target} {precision} failed the fidelity check (needs >= {threshold:.1f} dB): " + "; ".join(bad) + "; nothing written"
+    return f"{target} {precision} failed the fidelity check (needs >= {threshold:.1f} dB): " + "; ".join(bad)
 
 
 def _json_default(o):

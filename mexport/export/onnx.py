@@ -21,12 +21,11 @@ PROVENANCE_KEY = "mexport.provenance"
 @dataclass(frozen=True)
 class OnnxOptions(ExportOptions):
     opset: int = 17
-    ort_format: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 13 <= self.opset <= 21:
-            raise ValueError("opset must be between 13 and 21 (per-channel QDQ needs >= 13)")
+        if not 11 <= self.opset <= 21:
+            raise ValueError("opset must be between 11 and 21 (int8 exports are upgraded to >= 13 for per-channel QDQ)")
 
 
 def module_path(node_name: str) -> str:
@@ -117,6 +116,10 @@ class OnnxTarget(Target):
         return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxsim": onnxsim.__version__, "onnxruntime": onnxruntime.__version__}
 
     def prepare_quantization(self, pipeline, options: ExportOptions):
+        if options.precision == "dynamic-int8":
+            from ..quantize.onnx_int8 import default_recipe
+
+            return default_recipe(), None
         if options.precision != "int8":
             return None, None
         from ..quantize.calibration import load_calibration
@@ -138,7 +141,7 @@ class OnnxTarget(Target):
 
             model = convert_float_to_float16(model, keep_io_types=True)
         elif options.precision == "dynamic-int8":
-            model = self._quantize_dynamic(model)
+            model = self._quantize_dynamic(model, recipe)
         elif options.precision == "int8":
             from ..quantize.calibration import role_inputs
             from ..quantize.onnx_int8 import quantize_static
@@ -151,26 +154,23 @@ class OnnxTarget(Target):
         path.write_bytes(data)
         facts = {"bytes": len(data), "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                  "ops": sorted({n.op_type for n in model.graph.node})}
-        if getattr(options, "ort_format", False):
-            facts["ort"] = self._to_ort(path)
         return facts
 
     @staticmethod
-    def _quantize_dynamic(model):
+    def _quantize_dynamic(model, recipe):
+        """Dynamic int8 keeps the same layers in float as the static recipe: the damage comes
+        from the weights of those layers, which dynamic quantization quantizes too."""
         import tempfile
 
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        exclude = [n.name for n in model.graph.node if recipe and recipe.precision_of(module_path(n.name)) == "float"]
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
             onnx.save(model, src)
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QUInt8, per_channel=False)
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=exclude)
             return onnx.load(dst)
-
-    @staticmethod
-    def _to_ort(path: Path) -> dict[str, Any]:
-        raise InputError("--ort is not available yet")
 
     def runner(self, path: Path, threads: int | None = None, **kw):
         from ..validate.runners import OnnxRunner

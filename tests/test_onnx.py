@@ -1,0 +1,159 @@
+"""ONNX target on the full-size reference model (u2netp-refine) and its bad inputs."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mexport.cli import main
+from mexport.export import export, get_target
+from mexport.photos import load_photo
+from mexport.runner import TorchRunner
+from mexport.validate.fidelity import fidelity, photo_tensors
+from mexport.validate.runners import OnnxRunner
+
+from .conftest import BYO, files_under
+
+
+def invoke(*args, env=None):
+    return CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+def one_error_line(output: str) -> str:
+    """Progress lines may precede it, but the failure is exactly one 'Error:' line, no traceback."""
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in output, output
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def real_tensors(reference_pipeline, alphamatting):
+    from mexport.photos import default_photos
+
+    photos = [(f"GT{i}", load_photo(alphamatting / "image" / f"GT{i}.png")) for i in (15, 16, 17, 18)]
+    return photo_tensors(photos + default_photos(("chelsea",)), reference_pipeline.spec)
+
+
+def _export(pipeline, tmp, precision, **kw):
+    out = tmp / precision
+    export("onnx", pipeline, out, get_target("onnx").Options(precision=precision, check=False, **kw))
+    return out
+
+
+def test_fp32_matches_torch_within_1e4(reference_pipeline, real_tensors, tmp_path_factory):
+    out = _export(reference_pipeline, tmp_path_factory.mktemp("onnx"), "fp32")
+    runner, ref = OnnxRunner(out / "fused.onnx"), TorchRunner(reference_pipeline)
+    worst = max(float(np.abs(runner(*t) - ref(*t)).max()) for _, t in real_tensors)
+    assert worst <= 1e-4
+    prov = get_target("onnx").read_provenance(out / "refine.onnx")
+    assert prov.role == "refine" and prov.precision == "fp32" and prov.converters["onnxruntime"]
+
+
+def test_fp16_reaches_40_db(reference_pipeline, real_tensors, tmp_path_factory):
+    import onnx
+
+    out = _export(reference_pipeline, tmp_path_factory.mktemp("onnx"), "fp16")
+    m = onnx.load(out / "fused.onnx")
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # float32 I/O kept
+    assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    f = fidelity(OnnxRunner(out / "fused.onnx"), TorchRunner(reference_pipeline), real_tensors)
+    print(f"ONNX fp16: {f.summary()}")
+    assert f.median_psnr >= 40.0 and f.finite
+
+
+def test_default_int8_keeps_the_matte(reference_pipeline, real_tensors, tmp_path_factory):
+    """The full export path with its own fidelity gate, then the numbers on real photos."""
+    import onnx
+
+    out = tmp_path_factory.mktemp("onnx") / "int8"
+    result = export("onnx", reference_pipeline, out, get_target("onnx").Options(precision="int8"))
+    assert result.passed
+    m = onnx.load(out / "fused.onnx")
+    ops = [n.op_type for n in m.graph.node]
+    assert ops.count("QuantizeLinear") > 100 and "DequantizeLinear" in ops  # int8 really happened
+    assert max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    prov = get_target("onnx").read_provenance(out / "fused.onnx")
+    assert prov.calib_sha256 and len(prov.calib_sha256) == 64 and prov.calib_method == "minmax"
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["layers"]["coarse.stage2d.dec.4"] == "float"
+    f = fidelity(OnnxRunner(out / "fused.onnx"), TorchRunner(reference_pipeline), real_tensors)
+    print(f"ONNX int8: {f.summary()}")
+    assert f.median_psnr >= 35.0
+
+
+def test_naive_int8_is_caught_by_the_gate(tiny_pipeline, tmp_path):
+    """A recipe that breaks the model (every layer float except one, with a 1-photo calibration
+    that cannot fit) must fail with exit 1 and leave nothing behind."""
+    recipe = tmp_path / "r.json"
+    recipe.write_text(json.dumps({"schema": 1, "name": "strict", "default": "int8", "layers": {}}))
+    out = tmp_path / "o"
+    r = invoke("onnx", "--int8", "--recipe", recipe, "--min-psnr", "150", "--model", f"{BYO}:factory", "-o", out)
+    assert r.exit_code == 1 and "failed the fidelity check" in one_error_line(r.output) and "nothing written" in r.output
+    assert not out.exists()
+    r = invoke("onnx", "--int8", "--recipe", recipe, "--min-psnr", "150", "--keep-failed", "--model", f"{BYO}:factory", "-o", out)
+    assert r.exit_code == 1 and json.loads((out / "check.json").read_text())["passed"] is False
+
+
+def test_opset_upgrade_for_int8_and_calibration_record(tmp_path):
+    import onnx
+
+    from mexport.photos import photo_set_sha256, skimage_photo_path
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for n in ("astronaut", "coffee", "rocket", "retina"):
+        (calib / f"{n}.png").write_bytes(skimage_photo_path(n).read_bytes()) if skimage_photo_path(n).suffix == ".png" else \
+            __import__("PIL.Image").Image.open(skimage_photo_path(n)).save(calib / f"{n}.png")
+    out = tmp_path / "o"
+    r = invoke("onnx", "--int8", "--opset", "12", "--calib", calib, "--calib-method", "entropy", "--min-psnr", "20",
+               "--model", f"{BYO}:factory", "-o", out)
+    assert r.exit_code == 0, r.output
+    m = onnx.load(out / "fused.onnx")
+    assert max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    prov = get_target("onnx").read_provenance(out / "fused.onnx")
+    want = photo_set_sha256([(p.stem, load_photo(p)) for p in sorted(calib.iterdir())])
+    assert prov.calib_sha256 == want and prov.calib_method == "entropy"
+
+
+def test_few_calibration_photos_warn(tmp_path):
+    from mexport.quantize.calibration import FewCalibrationPhotos, load_calibration
+
+    with pytest.warns(FewCalibrationPhotos, match="only 2 calibration photos"):
+        load_calibration(None, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_calibration(None).photos) == 6
+
+
+@pytest.mark.parametrize("setup, msg", [
+    (lambda d: d, "no photos"),
+    (lambda d: (d / "a.png").write_text("not an image") and d, "not an image"),
+    (lambda d: d / "missing", "photo folder not found"),
+])
+def test_bad_calibration_folders(tmp_path, setup, msg):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    folder = setup(calib)
+    out = tmp_path / "o"
+    before = files_under(tmp_path)
+    r = invoke("onnx", "--int8", "--calib", folder, "--model", f"{BYO}:factory", "-o", out)
+    assert r.exit_code == 2 and msg in one_error_line(r.output)
+    assert files_under(tmp_path) == before
+
+
+def test_model_that_does_not_trace_names_the_op(tmp_path):
+    model = tmp_path / "bad.py"
+    model.write_text(
+        "import torch\n"
+        "from mexport import MattingModel, PipelineSpec\n"
+        "class Weird(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        return torch.sigmoid(torch.fft.fft2(x).real[:, :1])\n"
+        "def factory():\n"
+        "    return MattingModel(coarse=Weird(), spec=PipelineSpec(coarse_size=(32, 32), refine_size=(64, 64)))\n")
+    out = tmp_path / "o"
+    r = invoke("onnx", "--model", f"{model}:factory", "-o", out)
+    assert r.exit_code == 2 and "aten::fft_fft2" in one_error_line(r.output)
+    assert not out.exists() and not any(p.name.startswith(".mexport-") for p in tmp_path.iterdir())
