@@ -258,6 +258,65 @@ def bench(artifacts, thread_counts, runs, warmup, as_json):
                + ", ".join(f"{k} {v[k]}" for k in ("torch", "onnxruntime", "ai_edge_litert", "coremltools") if k in v))
 
 
+@main.command()
+@click.option("--fp16", is_flag=True, help="float16 weights, float32 compute and I/O.")
+@click.option("--int8", is_flag=True, help="Full int8 (calibrated) with mexport's measured recipe; float I/O unless --io int8.")
+@click.option("--dynamic-int8", "dyn", is_flag=True, help="Dynamic int8 (int8 weights, activations quantized at run time).")
+@click.option("--io", "io_type", type=click.Choice(["float", "int8"]), default="float", show_default=True,
+              help="Input/output tensor type of an --int8 model.")
+@click.option("--input", "input_type", type=click.Choice(["float", "uint8"]), default="float", show_default=True,
+              help="uint8: the image input takes 0-255 RGB and the graph divides by 255.")
+@click.option("--layout", type=click.Choice(["nhwc", "nchw"]), default="nhwc", show_default=True, help="Input/output layout.")
+@export_options
+@handle_errors
+def tflite(fp16, int8, dyn, io_type, input_type, layout, calib, calib_count, calib_method, recipe, min_psnr, check_data, no_check,
+           keep_failed, out, model):
+    """Export coarse.tflite, refine.tflite and fused.tflite (LiteRT) and check them on the LiteRT interpreter."""
+    common = dict(calib=calib, calib_count=calib_count, calib_method=calib_method, recipe=recipe, min_psnr=min_psnr,
+                  check=not no_check, check_data=check_data, keep_failed=keep_failed)
+    _run_export("tflite", _precision(fp16, int8, dyn), out, model, {"io": io_type, "input": input_type, "layout": layout}, common)
+
+
+@main.group()
+def bundle() -> None:
+    """The hand-off package for app teams: artifacts, manifest, golden vectors, model card."""
+
+
+@bundle.command("create")
+@click.argument("artifacts", nargs=-1, required=True)
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="NAME.zip, or a directory.")
+@click.option("--report", type=click.Path(path_type=Path), default=None,
+              help="The --report DIR of an earlier `mexport validate` run on the same artifacts (else a fidelity-only check runs).")
+@click.option("--photos", default="astronaut,chelsea", show_default=True,
+              help="Golden-vector photos: comma-separated scikit-image sample names.")
+@model_option
+@handle_errors
+def bundle_create(artifacts, out, report, photos, model):
+    """Bundle ARTIFACTS (files or export directories) with a manifest, golden vectors and a model card."""
+    from .bundle import create_bundle
+
+    names = tuple(p.strip() for p in photos.split(",") if p.strip())
+    result = create_bundle(list(artifacts), out, report=report, model=model, photos=names,
+                           log=lambda s: click.echo(s, err=True))
+    for a in result.manifest["artifacts"]:
+        click.echo(f"  {a['id']}: {a['format']} {a['precision']}, median alpha PSNR vs float "
+                   f"{a['validation']['summary'].get('median_psnr')} dB, tolerance {a['tolerance']['numerics']}")
+    click.echo(f"wrote {result.path}")
+
+
+@bundle.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--quiet", "-q", is_flag=True, help="Print only the verdict.")
+@handle_errors
+def bundle_verify(path, quiet):
+    """Check PATH's schema and every checksum, and run its golden vectors on every runtime here."""
+    from .bundle import verify_bundle
+
+    rep = verify_bundle(path, log=(lambda s: None) if quiet else (lambda s: click.echo(s, err=True)))
+    skipped = f", {len(rep.skipped)} artifact(s) skipped (no runtime here)" if rep.skipped else ""
+    click.echo(f"PASS: {rep.files} files, {len(rep.results)} golden vectors{skipped}")
+
+
 @main.command("train-refiner")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The alphamatting folder (image/, alpha/).")

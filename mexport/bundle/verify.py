@@ -1,0 +1,111 @@
+"""``mexport bundle verify``: the schema, every checksum, then every golden vector on every runtime
+this machine has (through the targets' runners, as ``mexport validate`` runs artifacts).
+
+Structure and checksums are checked in full before anything runs, and the first problem is the
+error: a tampered bundle is not worth running. Golden vectors are all run and all failures
+collected. A runtime this machine lacks is reported as skipped, never as a pass.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import CannotVerifyError, FidelityError
+from .archive import BundleReader
+from .golden import Tolerance, read_f32
+from .manifest import MANIFEST, BundleError, loads, sha256_bytes, tree_sha256
+
+
+@dataclass
+class VerifyReport:
+    path: Path
+    files: int
+    results: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(r["passed"] for r in self.results)
+
+
+def check_files(reader: BundleReader, manifest: dict[str, Any]) -> None:
+    """Every listed file present with its size and sha256; nothing unlisted; artifact digests agree."""
+    listed = manifest["files"]
+    for name in sorted(listed):
+        if name not in reader.names:
+            raise BundleError(f"{name}: missing from the bundle")
+    extra = [n for n in reader.names if n not in listed and n != MANIFEST]
+    if extra:
+        raise BundleError(f"{extra[0]}: in the bundle but not in the manifest" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+    digests = {}
+    for name in sorted(listed):
+        data = reader.read(name)
+        digest = sha256_bytes(data)
+        if len(data) != listed[name]["size"] or digest != listed[name]["sha256"]:
+            raise BundleError(f"{name}: checksum mismatch (the file was modified or damaged)")
+        digests[name] = digest
+    for art in manifest["artifacts"]:
+        for m in art["models"].values():
+            want = tree_sha256(digests, m["file"]) if m.get("directory") else digests.get(m["file"])
+            if want != m.get("sha256"):
+                raise BundleError(f"{m['file']}: its sha256 in the artifact entry {art['id']!r} does not match its files")
+
+
+def _runner(art: dict[str, Any], root: Path):
+    """The artifact's runner, or the reason it cannot run here (an absent runtime)."""
+    from ..export import TARGETS, get_target
+    from ..runner import PairRunner
+    from ..spec import PipelineSpec
+
+    if art["format"] not in TARGETS.names():
+        return None, f"this mexport has no {art['format']} target"
+    target = get_target(art["format"])
+    try:
+        if art["kind"] == "pair":
+            spec = PipelineSpec.from_dict(art["pipeline"]["spec"])
+            return PairRunner(target.runner(root / art["models"]["coarse"]["file"], threads=1),
+                              target.runner(root / art["models"]["refine"]["file"], threads=1), spec, name=art["id"]), None
+        return target.runner(root / art["models"][art["kind"]]["file"], threads=1), None
+    except ImportError as e:
+        return None, f"runtime not installed ({e.name or e})"
+
+
+def verify_bundle(path: str | Path, log: Callable[[str], Any] = lambda s: None) -> VerifyReport:
+    """Raise BundleError for a malformed or tampered bundle, FidelityError if a golden vector fails."""
+    with BundleReader(path) as reader:
+        if MANIFEST not in reader.names:
+            raise BundleError(f"{path}: no {MANIFEST}; not a mexport bundle")
+        manifest = loads(reader.read(MANIFEST))
+        check_files(reader, manifest)
+        log(f"{len(manifest['files'])} files: checksums OK")
+        report = VerifyReport(Path(path), len(manifest["files"]))
+        sets = {s["id"]: s for s in manifest["golden"]["sets"]}
+        with tempfile.TemporaryDirectory(prefix="mexport-verify-") as tmp:
+            root = reader.extract(Path(tmp))
+            for art in manifest["artifacts"]:
+                runner, why = _runner(art, root)
+                if runner is None:
+                    report.skipped[art["id"]] = why
+                    log(f"skip {art['id']}: {why}")
+                    continue
+                tol = Tolerance(**art["tolerance"])
+                for g in art["golden"]:
+                    s = sets[g["set"]]
+                    x = read_f32(reader.read(s["photos"][g["photo"]]["input_nchw"]), s["shape_nchw"], g["photo"])
+                    want = read_f32(reader.read(g["expected"]), g["shape"], g["expected"])
+                    r = tol.check(runner(x), want)
+                    r.update(artifact=art["id"], photo=g["photo"], runner=getattr(runner, "name", art["format"]))
+                    report.results.append(r)
+                    log(f"{'PASS' if r['passed'] else 'FAIL'} {art['id']} on {g['photo']}: max abs {r['max_abs']:.3g}, "
+                        f"PSNR {r['psnr_db']:.1f} dB ({tol.numerics} tolerance)")
+    failed = [r for r in report.results if not r["passed"]]
+    if failed:
+        raise FidelityError("golden vectors failed: " + "; ".join(f"{r['artifact']} on {r['photo']} ({', '.join(r['failed'])})"
+                                                                 for r in failed))
+    if not report.results:
+        raise CannotVerifyError(f"{path}: checksums OK, but no runtime for any artifact on this machine "
+                                f"({'; '.join(report.skipped.values())}); golden vectors not run")
+    return report
