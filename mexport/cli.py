@@ -317,6 +317,30 @@ def bundle_verify(path, quiet):
     click.echo(f"PASS: {rep.files} files, {len(rep.results)} golden vectors{skipped}")
 
 
+@main.command()
+@click.option("--fp16", "compute", flag_value="fp16", default=True, help="float16 compute (default).")
+@click.option("--fp32", "compute", flag_value="fp32", help="float32 compute.")
+@click.option("--weights", type=click.Choice(["int8", "int4", "palette4", "palette6", "palette8"]), default=None,
+              help="Compress weights: int8 per-channel, int4 per-block (iOS18), or k-means palettes.")
+@click.option("--w8a8", is_flag=True, help="int8 weights and activations (needs macOS for calibration; not offered on Linux).")
+@click.option("--target", "deployment_target", type=click.Choice(["iOS16", "iOS17", "iOS18"]), default="iOS16", show_default=True,
+              help="Minimum deployment target.")
+@click.option("--tensor-input", is_flag=True, help="Take a float TensorType instead of an ImageType.")
+@export_options
+@handle_errors
+def coreml(compute, weights, w8a8, deployment_target, tensor_input, calib, calib_count, calib_method, recipe, min_psnr,
+           check_data, no_check, keep_failed, out, model):
+    """Export coarse/refine/fused.mlpackage; verified on Linux by structure and an emulated run of the MIL program."""
+    from .export.coreml import PRECISION_OF_COMPRESSION
+
+    precision = PRECISION_OF_COMPRESSION[weights] if weights else compute
+    common = dict(calib=calib, calib_count=calib_count, calib_method=calib_method, recipe=recipe, min_psnr=min_psnr,
+                  check=not no_check, check_data=check_data, keep_failed=keep_failed)
+    extra = {"compute_precision": compute, "compression": weights, "w8a8": w8a8, "deployment_target": deployment_target,
+             "image_input": not tensor_input}
+    _run_export("coreml", precision, out, model, extra, common)
+
+
 @main.command("train-refiner")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The alphamatting folder (image/, alpha/).")

@@ -140,13 +140,28 @@ def _int4_block(in_channels: int) -> int:
     return max(b for b in range(1, min(INT4_BLOCK, in_channels) + 1) if in_channels % b == 0)
 
 
-def _compression_config(mlmodel, compression: str):
+def _keep_float(mlmodel, keep: tuple[str, ...]) -> dict:
+    """``op_name_configs`` entries (None = leave uncompressed) for the weight consts of the given
+    module paths: traced conversion names them ``pipe_<module path with _>_..._weight...``."""
+    prefixes = tuple("pipe_" + k.replace(".", "_") + "_" for k in keep)
+    names = {}
+    for o in mlmodel._mil_program.functions["main"].operations:
+        if o.op_type == "conv" and o.inputs["weight"].op.op_type == "const":
+            name = o.inputs["weight"].op.name
+            if name.startswith(prefixes):
+                names[name] = None
+    return names
+
+
+def _compression_config(mlmodel, compression: str, keep: tuple[str, ...] = ()):
     import coremltools.optimize.coreml as cto
+
+    skip = _keep_float(mlmodel, keep)
 
     if compression == "int8":
         op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
                                          weight_threshold=WEIGHT_THRESHOLD)
-        return cto.OptimizationConfig(global_config=op)
+        return cto.OptimizationConfig(global_config=op, op_name_configs=skip)
     if compression == "int4":
         per_op = {}
         for o in mlmodel._mil_program.functions["main"].operations:
@@ -155,16 +170,18 @@ def _compression_config(mlmodel, compression: str):
                 per_op[w.op.name] = cto.OpLinearQuantizerConfig(
                     mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=_int4_block(int(w.shape[1])),
                     weight_threshold=WEIGHT_THRESHOLD)
-        return cto.OptimizationConfig(op_name_configs=per_op)
+        return cto.OptimizationConfig(op_name_configs={**per_op, **skip})
     op = cto.OpPalettizerConfig(mode="kmeans", nbits=int(compression[len("palette"):]), granularity="per_tensor",
                                 weight_threshold=WEIGHT_THRESHOLD)
-    return cto.OptimizationConfig(global_config=op)
+    return cto.OptimizationConfig(global_config=op, op_name_configs=skip)
 
 
-def compress(mlmodel, compression: str):
+def compress(mlmodel, compression: str, keep: tuple[str, ...] = ()):
+    """Compress every conv weight except those of ``keep`` (module paths), which stay in the
+    program's float precision: U^2-Net-p's int8-hostile layers (MattingModel.meta)."""
     import coremltools.optimize.coreml as cto
 
-    config = _compression_config(mlmodel, compression)
+    config = _compression_config(mlmodel, compression, keep)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         # U^2-Net-p has all-zero output channels: their per-channel scale is 0 and numpy warns about
         # 0/0; the NaN check after compression is what guards the result.
@@ -297,7 +314,8 @@ class CoreMLTarget(Target):
         except Exception as e:  # coremltools raises many types; the first line names the op
             raise ConversionError(f"coremltools could not convert the {role} graph: {str(e).splitlines()[0][:300]}") from None
         if options.compression:
-            mlmodel = compress(mlmodel, options.compression)
+            keep = tuple(pipeline.model_info.meta.get("int8_float_layers", {}))
+            mlmodel = compress(mlmodel, options.compression, keep)
             check_finite_weights(mlmodel._mil_program, f"{role} ({options.compression})")
         set_metadata(mlmodel, pipeline, role, provenance, options)
         mlmodel.save(str(path))
@@ -420,10 +438,11 @@ def structure_report(path: Path, pipeline=None, role: str | None = None, options
         want_op = EXPECTED_CONSTEXPR[compression].get(target_name)
         if want_op is None or want_op not in constexpr:
             problems.append(f"compression {compression}: no {want_op or 'valid constexpr op'} in the program (found {sorted(constexpr) or 'none'})")
+        keep = tuple("pipe_" + k.replace(".", "_") + "_" for k in (pipeline.model_info.meta.get("int8_float_layers", {}) if pipeline else ()))
         for op in pkg.main.operations:
             if op.op_type == "conv":
                 wv = op.inputs["weight"]
-                if wv.op.op_type == "const" and np.asarray(wv.val).size >= WEIGHT_THRESHOLD:
+                if wv.op.op_type == "const" and np.asarray(wv.val).size >= WEIGHT_THRESHOLD and not wv.op.name.startswith(keep):
                     problems.append(f"conv {op.name}: weight of {np.asarray(wv.val).size} values left uncompressed")
     elif constexpr:
         problems.append(f"uncompressed export holds {sorted(constexpr)}")

@@ -117,15 +117,15 @@ class OnnxTarget(Target):
 
     def prepare_quantization(self, pipeline, options: ExportOptions):
         if options.precision == "dynamic-int8":
-            from ..quantize.onnx_int8 import default_recipe
+            from ..quantize.recipes import model_default_recipe
 
-            return default_recipe(), None
+            return model_default_recipe(pipeline, "onnx"), None
         if options.precision != "int8":
             return None, None
         from ..quantize.calibration import load_calibration
         from ..quantize.onnx_int8 import resolve_recipe
 
-        recipe = resolve_recipe(options)
+        recipe = resolve_recipe(options, pipeline)
         calibration = load_calibration(options.calib, options.calib_count)
         return recipe, calibration
 

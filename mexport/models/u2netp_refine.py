@@ -12,6 +12,18 @@ from ..spec import PipelineSpec
 from .pipeline import MattingModel
 from .registry import register_model
 
+# Layers that int8 weights break, measured (reports/onnx.md, reports/tflite.md): every target's
+# default int8 recipe keeps them in float. The weight imbalance is in U^2-Net-p's trained weights.
+INT8_FLOAT_LAYERS = {
+    "coarse.stage2d.dec.4": (
+        "32->64 ch conv at 160x160 over cat(upsample(dec.3), enc.0): one input channel reaches ~228 while the others "
+        "peak at 3-23, and its weights reach 5.6 while every other input channel's stay <= 0.16; a per-output-channel "
+        "int8 scale sized for 5.6 rounds the others to 0-3 levels (layer SQNR about -7 dB), and every later layer "
+        "inherits it: naive int8 gives 13-15 dB median alpha PSNR"),
+    "coarse.stage1d.dec.4": "the same pattern at 320x320, weaker (12x weight imbalance); about +1 dB on the worst photo",
+}
+MODEL_META = {"int8_float_layers": INT8_FLOAT_LAYERS, "license": "Apache-2.0 (U^2-Net weights); refiner: MIT (mexport)"}
+
 REFINER_FILE = "refiner.safetensors"
 REFINER_RECORD = "refiner.json"
 
@@ -43,7 +55,8 @@ def build_u2netp_refine(refiner_path: Path | None = None, check_sha: bool = True
         expected = None
     load_into(refine, refiner_path, expected)
     digest = hashlib.sha256(f"{U2NETP_SHA256}:{sha256_file(refiner_path)}".encode()).hexdigest()
-    return MattingModel(coarse=coarse, refine=refine, spec=PipelineSpec(), name="u2netp-refine", weights_sha256=digest)
+    return MattingModel(coarse=coarse, refine=refine, spec=PipelineSpec(), name="u2netp-refine", weights_sha256=digest,
+                        meta=dict(MODEL_META))
 
 
 @register_model("u2netp-refine")
@@ -59,4 +72,5 @@ def u2netp_coarse_only() -> MattingModel:
 
     coarse = U2NetP()
     load_into(coarse, u2netp_path(), U2NETP_SHA256)
-    return MattingModel(coarse=coarse, refine=None, spec=PipelineSpec(), name="u2netp", weights_sha256=U2NETP_SHA256)
+    return MattingModel(coarse=coarse, refine=None, spec=PipelineSpec(), name="u2netp", weights_sha256=U2NETP_SHA256,
+                        meta=dict(MODEL_META, license="Apache-2.0 (U^2-Net weights)"))

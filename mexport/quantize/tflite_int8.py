@@ -22,21 +22,13 @@ from .recipe import Recipe, load_recipe
 
 
 
-def default_recipe() -> Recipe:
-    from . import tflite_recipes  # noqa: F401  (registers tflite-int8)
-    from .recipes import RECIPES
-
-    return RECIPES.get("tflite-int8")()
 
 
 def resolve_recipe(options, pipeline=None) -> Recipe:
-    """--recipe, or the registered default restricted to the layers this model has (the default
-    names U^2-Net-p layers; a BYO model without them gets plain int8)."""
-    recipe = load_recipe(options.recipe) if options.recipe else default_recipe()
-    if not options.recipe and pipeline is not None:
-        from dataclasses import replace
+    """--recipe, or the model's default (its declared int8-hostile layers kept float)."""
+    from .recipes import model_default_recipe
 
-        recipe = replace(recipe, layers={k: v for k, v in recipe.layers.items() if _has_module(pipeline, k)})
+    recipe = load_recipe(options.recipe) if options.recipe else model_default_recipe(pipeline, "tflite")
     if options.calib_method:
         from dataclasses import replace
 
