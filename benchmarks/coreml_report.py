@@ -108,7 +108,7 @@ def write(out: Path, rows, pipeline, model: str, ps) -> None:
         "",
         "| precision | deployment target | " + " | ".join(f"{r} MB" for r in roles)
         + " | bits/conv weight | compressed weights op | median PSNR dB | min PSNR dB | max abs | gate dB | pass | emulated s/photo | latency |",
-        "|" + "---|" * (12 + len(roles)),
+        "|" + "---|" * (11 + len(roles)),
     ]
     for r in rows:
         lines.append(f"| {r['precision']} | {r['target']} | " + " | ".join(mb(r["sizes"][ro]) for ro in roles)

@@ -178,13 +178,14 @@ def onnx(fp16, int8, dyn, opset, calib, calib_count, calib_method, recipe, min_p
 @click.option("--update-baseline", is_flag=True, help="Write this run's results to --baseline.")
 @click.option("--config", type=click.Path(path_type=Path), default=None, help="mexport.toml or pyproject.toml with [tool.mexport.validate].")
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write JSON, Markdown, JUnit XML and HTML here.")
+@click.option("--only", default=None, help="Comma-separated photo names from --data to use (e.g. GT15,GT18).")
 @click.option("--bench", is_flag=True, help="Also measure latency (each artifact in its own process).")
 @click.option("--threads", type=int, default=None, help="Runtime threads (default: the runtime's choice).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report to stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the verdict.")
 @handle_errors
 def validate(artifacts, data, model, min_psnr, max_sad_increase, max_grad_increase, max_latency_ratio, baseline,
-             update_baseline, config, report, bench, threads, as_json, quiet):
+             update_baseline, config, report, only, bench, threads, as_json, quiet):
     """Run ARTIFACTS (files or export directories) against the float model; exit 1 if a gate fails."""
     import json as _json
 
@@ -203,7 +204,8 @@ def validate(artifacts, data, model, min_psnr, max_sad_increase, max_grad_increa
     except ValueError as e:
         raise click.UsageError(str(e))
     result, alphas, samples = run_validate(list(artifacts), data, model, gates, None if update_baseline else baseline,
-                                           threads, keep_alphas=report is not None, bench=bench)
+                                           threads, keep_alphas=report is not None, bench=bench,
+                                           only=only.split(",") if only else None)
     if report is not None:
         for kind, path in write_reports(result, report, alphas, samples).items():
             if not quiet and not as_json:

@@ -27,6 +27,12 @@ class FidelityError(MexportError):
     exit_code = 1
 
 
+class ArtifactRunError(MexportError):
+    """An artifact loaded but its runtime failed to run it: a failed artifact, not bad input."""
+
+    exit_code = 1
+
+
 class CannotVerifyError(MexportError):
     """An artifact contains something the validator cannot execute; never reported as a pass."""
 

@@ -1,6 +1,16 @@
 #!/usr/bin/env bash
-# README command 1: set everything up, then run the main job on the default model.
+# README command 1: set everything up, then run the main job on the default model:
+# a cutout of a real photo, int8 exports for onnxruntime and LiteRT and an fp16 Core ML package
+# (each checked against the float model when written), then `mexport validate` on real photos.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/mexport cutout skimage:astronaut -o out/astronaut_cutout.png
+M=.venv/bin/mexport
+$M cutout skimage:astronaut -o out/astronaut_cutout.png
+$M onnx --int8 -o out/onnx-int8
+$M tflite --int8 -o out/tflite-int8
+$M coreml -o out/coreml-fp16
+DATA=()
+if [ -d ../shared/data/alphamatting ]; then DATA=(--data ../shared/data/alphamatting); fi
+$M validate out/onnx-int8 out/tflite-int8 "${DATA[@]}" --report out/validate
+echo "Open out/validate/report.html to see every photo, both alphas and the error."

@@ -42,3 +42,21 @@ def photo_file(tmp_path) -> Path:
 
 def files_under(path: Path) -> set[Path]:
     return {p for p in path.rglob("*")} if path.exists() else set()
+
+
+@pytest.fixture(scope="session")
+def reference_int8_exports(tmp_path_factory):
+    """`mexport onnx --int8` and `mexport tflite --int8` with no other option, as a user runs them:
+    each must write a validated int8 model of the default reference model (exit 0)."""
+    from click.testing import CliRunner
+
+    from mexport.cli import main
+
+    root = tmp_path_factory.mktemp("reference")
+    out = {}
+    for target in ("onnx", "tflite"):
+        d = root / f"{target}-int8"
+        r = CliRunner().invoke(main, [target, "--int8", "-o", str(d)], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        out[target] = d
+    return out

@@ -65,7 +65,7 @@ def test_compare_flags_non_finite_output():
 
 
 def test_default_thresholds_table():
-    assert default_threshold("int8") == 35.0 and default_threshold("fp16") == 40.0
+    assert default_threshold("int8") == 32.0 and default_threshold("fp16") == 40.0
     assert DEFAULT_MIN_PSNR["fp32"] > DEFAULT_MIN_PSNR["fp16"] > DEFAULT_MIN_PSNR["int8"]
     from mexport.errors import InputError
 

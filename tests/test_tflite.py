@@ -4,7 +4,6 @@ reference model is converted once (fused graph) for the fidelity numbers the iss
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
@@ -26,7 +25,7 @@ def target():
 
 @pytest.fixture(scope="module")
 def tiny_u2netp():
-    """U^2-Net-p's structure (ModuleList enc/dec, six side outputs, fuse over a 6-input concat)
+    """U^2-Net-p's structure (ModuleList enc/dec, six side outputs, fuse over two 3-input concats)
     at width 8 and 64 px: the naming and rewrite questions of the real model, converted in seconds."""
     from mexport.models.pipeline import MattingModel, MattingPipeline
     from mexport.models.u2netp import U2NetP
@@ -172,14 +171,14 @@ def test_op_litert_cannot_express_names_op_and_module():
         tfl.litert_convert(M().eval(), "m", {"image": torch.rand(1, 1, 8, 8)})
 
 
-def test_wide_concat_conv_is_split_for_xnnpack_with_the_same_numbers(tiny_u2netp, tmp_path):
-    """U^2-Net-p's fuse conv reads a 6-input concat that XNNPACK does not take; the export-time
-    swap computes it as two convs over 3-input concats: every node delegated, numbers unchanged."""
+def test_u2netp_architecture_is_fully_delegated(tiny_u2netp, tmp_path):
+    """U^2-Net-p's fuse reads its six side outputs as two 3-input concats (XNNPACK takes <= 4), the
+    pipeline clamps with RELU6 and pools with depthwise convs: no node falls back, no wide concat."""
     t = get_target("tflite")
     r = export("tflite", tiny_u2netp, tmp_path / "u", t.Options(precision="fp32", check=False))
     facts = r.facts["coarse"]
-    assert facts["concat_rewrites"] == {"pipe.coarse.fuse": [[0, 3], [3, 6]]} or facts["concat_rewrites"] == {"pipe.coarse.fuse": [(0, 3), (3, 6)]}
-    assert facts["xnnpack"]["fallback_ops"] == {}
+    assert facts["wide_concats_before_conv"] == {}
+    assert facts["xnnpack"]["fallback_ops"] == {} and facts["xnnpack"]["fallback"] == 0
     x = np.random.default_rng(4).random((1, 3, 64, 64), dtype=np.float32)
     got = t.runner(r.files["coarse"])(x)
     with torch.inference_mode():
@@ -249,7 +248,7 @@ def reference_fused(reference_pipeline):
     return data, photos, swaps
 
 
-def _psnrs(data, pipeline, photos, tmp_path, name, precision="fp32"):
+def _psnrs(data, pipeline, photos, tmp_path, name, precision="fp32", xnnpack=True):
     from mexport.export.base import make_provenance
     from mexport.photos import prepare
     from mexport.validate.metrics import alpha_psnr
@@ -257,7 +256,9 @@ def _psnrs(data, pipeline, photos, tmp_path, name, precision="fp32"):
     t = get_target("tflite")
     path = tmp_path / f"{name}.tflite"
     path.write_bytes(tfl.finalize(data, make_provenance(pipeline, t, "fused", t.Options(precision=precision))))
-    run, ref = t.runner(path), TorchRunner(pipeline)
+    from mexport.validate.litert_runner import LiteRTRunner
+
+    run, ref = LiteRTRunner(path, xnnpack=xnnpack), TorchRunner(pipeline)
     out = []
     for _, p in photos:
         x = prepare(p, pipeline.spec)[0]
@@ -267,12 +268,14 @@ def _psnrs(data, pipeline, photos, tmp_path, name, precision="fp32"):
 
 
 def test_reference_fp32_matches_torch_on_real_photos(reference_fused, reference_pipeline, tmp_path):
-    data, photos, swaps = reference_fused
-    assert "pipe.coarse.fuse" in swaps
-    res = _psnrs(data, reference_pipeline, photos, tmp_path, "fp32")
+    """The file computes what torch computes (builtin kernels: <= 1e-4); XNNPACK's fp32 kernels
+    (fused multiply-adds, its own sigmoid) move the alpha by a few 1e-4, reported and bounded."""
+    data, photos, _ = reference_fused
+    res = _psnrs(data, reference_pipeline, photos, tmp_path, "fp32", xnnpack=False)
     assert max(m for _, m in res) <= 1e-4
-    d = tfl.delegation(data)
-    assert "CONCATENATION" not in d["fallback_ops"]
+    fast = _psnrs(data, reference_pipeline, photos, tmp_path, "fp32x")
+    print(f"LiteRT fp32 vs torch: builtin max abs {max(m for _, m in res):.2e}, XNNPACK {max(m for _, m in fast):.2e}")
+    assert max(m for _, m in fast) <= 1e-3
 
 
 def test_reference_fp16_and_int8_fidelity(reference_fused, reference_pipeline, tmp_path):
@@ -286,7 +289,7 @@ def test_reference_fp16_and_int8_fidelity(reference_fused, reference_pipeline, t
     recipe, cal = t.prepare_quantization(reference_pipeline, opts)
     feeds = [t.feed(f, opts) for f in role_inputs(reference_pipeline, "fused", cal.photos, recipe.calibration.max_photos)]
     qdata, sel = q.quantize_static(data, "fused", feeds, recipe, reference_pipeline)
-    assert set(sel) == {"coarse.stage2d.dec.4", "coarse.stage1d.dec.4"}
+    assert set(sel) == {"coarse.stage2d.dec.4", "coarse.stage1d.dec.4", "refine"}
     int8 = _psnrs(qdata, reference_pipeline, photos, tmp_path, "int8", "int8")
     assert np.median([p for p, _ in int8]) >= 35
     assert tfl.inspect(qdata)["int8_weight_share"] > 0.9

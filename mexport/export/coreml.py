@@ -110,9 +110,14 @@ def trace(graph, example: tuple) -> Any:
     if tuple(int(v) for v in np.__version__.split(".")[:2]) >= (2, 4):
         raise ConversionError(f"coremltools cannot convert traced models with numpy {np.__version__} "
                               "(coremltools issue 2633); install numpy<2.4")
+    import copy
+
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return torch.jit.trace(graph.eval(), example, check_trace=False)
+        # A copy: coremltools' passes fold constants in place, and a traced module's constants
+        # share memory with the live model's weights (measured: the float reference drifted by
+        # 0.13 after converting a graph whose normalization follows a fixed-weight conv).
+        return torch.jit.trace(copy.deepcopy(graph).eval(), example, check_trace=False)
 
 
 def _io_types(pipeline, role: str, image_input: bool):

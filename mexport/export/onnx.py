@@ -139,7 +139,14 @@ class OnnxTarget(Target):
         if options.precision == "fp16":
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
+            from onnxruntime.transformers.onnx_model import OnnxModel
+
             model = convert_float_to_float16(model, keep_io_types=True)
+            # The converter appends its input Casts at the end of the node list; the checker
+            # (rightly) wants topological order.
+            wrapped = OnnxModel(model)
+            wrapped.topological_sort()
+            model = wrapped.model
         elif options.precision == "dynamic-int8":
             model = self._quantize_dynamic(model, recipe)
         elif options.precision == "int8":

@@ -77,28 +77,7 @@ def _wrapper_class():
             y = self.net(*xs)
             return {self.output_name: y.permute(0, 2, 3, 1) if self.nhwc else y}
 
-    class SplitInputConv(nn.Module):
-        """A 1x1..kxk conv over a wide concat, computed as a sum of convs over narrower groups of
-        the concat's channels. litert-torch folds the slices into the concat, leaving concats of at
-        most XNNPACK_MAX_CONCAT_INPUTS inputs, which XNNPACK delegates. Same maths as the conv it
-        replaces (only the float summation order differs); its weights stay the original module's."""
-
-        def __init__(self, conv: nn.Conv2d, bounds: list[tuple[int, int]]) -> None:
-            super().__init__()
-            self.conv = conv
-            self.bounds = bounds
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            import torch.nn.functional as F
-
-            c = self.conv
-            out = None
-            for a, b in self.bounds:
-                y = F.conv2d(x[:, a:b], c.weight[:, a:b], None, c.stride, c.padding, c.dilation, c.groups)
-                out = y if out is None else out + y
-            return out if c.bias is None else out + c.bias.view(1, -1, 1, 1)
-
-    return NamedGraph, SplitInputConv
+    return NamedGraph
 
 
 def wide_concat_convs(module, inputs: tuple) -> dict[str, list[tuple[int, int]]]:
@@ -144,17 +123,18 @@ def wide_concat_convs(module, inputs: tuple) -> dict[str, list[tuple[int, int]]]
 
 
 def export_module(pipeline, role: str, options: TfliteOptions):
-    """The module handed to litert-torch: a copy of the role graph with wide-concat convs swapped
-    for SplitInputConv, wrapped by NamedGraph. The user's pipeline is not touched."""
-    NamedGraph, SplitInputConv = _wrapper_class()
+    """The module handed to litert-torch: a copy of the role graph wrapped by NamedGraph (the
+    user's pipeline is not touched), and the convs fed by a concat wider than XNNPACK takes.
+
+    Those are reported, not rewritten: swapping the conv for a sum of convs over channel groups of the concat (same maths) was measured to leave
+    the concat in place (litert-torch 0.10 does not fold the slices into it), adding SLICE and ADD
+    nodes and an int8 ADD fallback. The concat before U^2-Net-p's `fuse` stays a builtin-kernel
+    node (320x320x6, a small share of the run time; see reports/tflite.md)."""
+    NamedGraph = _wrapper_class()
     graph = copy.deepcopy(pipeline.graph(role)).eval()
-    swaps = wide_concat_convs(graph, pipeline.example_inputs(role))
-    for path, bounds in swaps.items():
-        parent_path, _, attr = path.rpartition(".")
-        parent = graph.get_submodule(parent_path) if parent_path else graph
-        setattr(parent, attr, SplitInputConv(getattr(parent, attr), bounds))
+    wide = wide_concat_convs(graph, pipeline.example_inputs(role))
     wrapper = NamedGraph(graph, pipeline.input_names(role), pipeline.output_name(role), options.layout, options.input == "uint8").eval()
-    return wrapper, swaps
+    return wrapper, wide
 
 
 def to_layout(a: np.ndarray, layout: str) -> np.ndarray:
@@ -429,10 +409,17 @@ class TfliteTarget(Target):
         module, swaps = export_module(pipeline, role, options)
         data = litert_convert(module, role, sample_inputs(pipeline, role, options))
         selection: dict[str, Any] = {}
+        kept_float = False
         if options.precision == "fp16":
             data = q.quantize_fp16(data)
         elif options.precision == "dynamic-int8":
             data = q.quantize_dynamic_int8(data)
+        elif options.precision == "int8" and role == "refine" and recipe.precision_of("refine") == "float" and options.io == "float":
+            # The recipe keeps the whole refiner float, so the refine-only model is float: its
+            # int8 remainder (the normalization and the final blend) was a graph XNNPACK failed to
+            # prepare ("failed to reshape runtime"), for no speed to gain.
+            kept_float = True
+            selection = {"refine": {"precision": "float", "ops": ["the whole role, kept float by the recipe"]}}
         elif options.precision == "int8":
             from ..quantize.calibration import role_inputs
 
@@ -441,10 +428,11 @@ class TfliteTarget(Target):
         data = finalize(data, provenance)
         path.write_bytes(data)
         facts = inspect(data)
-        facts["concat_rewrites"] = {k: v for k, v in swaps.items()}
+        facts["wide_concats_before_conv"] = {k: v for k, v in swaps.items()}
         if selection:
             facts["recipe_selection"] = selection
-        check_precision(facts, options.precision, role)
+        if not kept_float:
+            check_precision(facts, options.precision, role)
         return facts
 
     @staticmethod

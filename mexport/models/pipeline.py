@@ -17,12 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..spec import PipelineSpec, ResizeStep
+from .ops import box_pool, clamp01
 
 
 def resize(x: torch.Tensor, size: tuple[int, int], step: ResizeStep) -> torch.Tensor:
     """Apply one spec resize step; the exported graphs and the host-side pair runner both call this."""
     for _ in range(step.box_prefilter):
-        x = F.avg_pool2d(x, 2)
+        x = box_pool(x, 2)
     if tuple(x.shape[2:]) == tuple(size):
         return x
     if step.mode == "nearest":
@@ -75,8 +76,9 @@ class MattingPipeline(nn.Module):
     def refine_graph(self, image: torch.Tensor, coarse_alpha: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
         up = resize(coarse_alpha, self.spec.refine_size, self.spec.coarse_upsample)
         if self.refine is None:
-            return up.clamp(0.0, 1.0)
-        return self.refine(self.normalize(image), up, *extra).clamp(0.0, 1.0)
+            return clamp01(up)
+        # The contract's [0, 1] for any refiner (ours already blends within it: this is a no-op there).
+        return clamp01(self.refine(self.normalize(image), up, *extra))
 
     def forward(self, image: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
         coarse = self.coarse_graph(self.downsample(image), *(self.downsample(e) for e in extra))

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ops import box_pool, clamp01
+
 LOWRES_FACTOR = 4
 BAND_RADIUS = 8
 BAND_GAIN = 8.0
@@ -33,7 +35,7 @@ BAND_GAIN = 8.0
 
 class Refiner(nn.Module):
     """Inputs: normalized photo [N,3,H,W] and coarse alpha upsampled to [N,1,H,W] (H, W divisible by 4).
-    Output: refined alpha [N,1,H,W], not yet clamped."""
+    Output: refined alpha [N,1,H,W] in [0, 1] when coarse_up is."""
 
     def __init__(self, width: int = 16, head: int = 8) -> None:
         super().__init__()
@@ -44,6 +46,7 @@ class Refiner(nn.Module):
             nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
         )
         self.coef = nn.Conv2d(width, 5, 1)  # A_r, A_g, A_b, A_alpha, b
+        self.band = Band()
         self.head = nn.Sequential(nn.Conv2d(5, head, 3, padding=1), nn.ReLU(), nn.Conv2d(head, 1, 3, padding=1))
         with torch.no_grad():
             self.coef.weight.zero_()
@@ -53,10 +56,7 @@ class Refiner(nn.Module):
 
     def forward(self, image: torch.Tensor, coarse_up: torch.Tensor) -> torch.Tensor:
         refined, low = self._refine(image, coarse_up)
-        c = low[:, 3:4]
-        band = F.max_pool2d(4 * c * (1 - c), 2 * BAND_RADIUS + 1, stride=1, padding=BAND_RADIUS)
-        band = F.interpolate((band * BAND_GAIN).clamp(0, 1), size=image.shape[2:], mode="bilinear", align_corners=False)
-        return coarse_up + band * (refined - coarse_up)
+        return self.band(low[:, 3:4], coarse_up, refined)
 
     def unbanded(self, image: torch.Tensor, coarse_up: torch.Tensor) -> torch.Tensor:
         """The correction before the band: what training fits (a band in the loss let the net
@@ -65,7 +65,7 @@ class Refiner(nn.Module):
 
     def _refine(self, image: torch.Tensor, coarse_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         guide = torch.cat([image, coarse_up], 1)
-        low = F.avg_pool2d(guide, LOWRES_FACTOR)
+        low = box_pool(guide, LOWRES_FACTOR)
         coef = self.coef(self.lowres(low))
         coef = F.interpolate(coef, size=image.shape[2:], mode="bilinear", align_corners=False)
         a, b = coef[:, :4], coef[:, 4:]
@@ -74,6 +74,18 @@ class Refiner(nn.Module):
 
     @staticmethod
     def macs_per_pixel(width: int = 16, head: int = 8) -> float:
+        """Conv MACs per full-resolution pixel (the guided apply and the band are elementwise)."""
         low = 9 * (4 * width + 3 * width * width) + width * 5
-        full = 9 * (5 * head + head) + 5 * 3
+        full = 9 * (5 * head + head)
         return low / LOWRES_FACTOR**2 + full
+
+
+class Band(nn.Module):
+    """Blend the refined alpha in only near the coarse alpha's uncertain region (see the module
+    doc). A module of its own so that quantization recipes can name it (``refine.band``): its
+    gain amplifies int8 rounding of the coarse alpha."""
+
+    def forward(self, c_low: torch.Tensor, coarse_up: torch.Tensor, refined: torch.Tensor) -> torch.Tensor:
+        band = F.max_pool2d(4 * c_low * (1 - c_low), 2 * BAND_RADIUS + 1, stride=1, padding=BAND_RADIUS)
+        band = F.interpolate(clamp01(band * BAND_GAIN), size=refined.shape[2:], mode="bilinear", align_corners=False)
+        return coarse_up + band * (clamp01(refined) - coarse_up)

@@ -123,4 +123,9 @@ class U2NetP(nn.Module):
         sides = [self.side[0](d1)]
         for conv, feat in zip(self.side[1:], (d2, d3, d4, d5, h6)):
             sides.append(upsample_like(conv(feat), d1))
-        return torch.sigmoid(self.fuse(torch.cat(sides, 1)))
+        # fuse (1x1, 6->1) as two convs over 3-input concats: XNNPACK takes concats of <= 4 inputs,
+        # and the bias stays inside a conv (a scalar-constant ADD of it fails XNNPACK's int8
+        # scale-ratio check). Same weights, same maths.
+        w = self.fuse.weight
+        y = F.conv2d(torch.cat(sides[:3], 1), w[:, :3], self.fuse.bias) + F.conv2d(torch.cat(sides[3:], 1), w[:, 3:])
+        return torch.sigmoid(y)

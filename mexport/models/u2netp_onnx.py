@@ -16,18 +16,17 @@ def conv_execution_order(model, size: int = 64) -> list[str]:
     import torch
 
     order: list[str] = []
-    hooks = [
-        m.register_forward_hook(lambda mod, i, o, name=name: order.append(name))
-        for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Conv2d)
-    ]
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    hooks = [m.register_forward_hook(lambda mod, i, o, name=name: order.append(name)) for name, m in convs]
     try:
         with torch.no_grad():
             model(torch.zeros(1, 3, size, size))
     finally:
         for h in hooks:
             h.remove()
-    return order
+    # Convs whose weights forward() uses without calling the module (fuse, split over two
+    # concats) come last, as in the ONNX graph.
+    return order + [name for name, _ in convs if name not in order]
 
 
 def onnx_to_state_dict(onnx_bytes: bytes) -> dict:

@@ -21,6 +21,10 @@ INT8_FLOAT_LAYERS = {
         "int8 scale sized for 5.6 rounds the others to 0-3 levels (layer SQNR about -7 dB), and every later layer "
         "inherits it: naive int8 gives 13-15 dB median alpha PSNR"),
     "coarse.stage1d.dec.4": "the same pattern at 320x320, weaker (12x weight imbalance); about +1 dB on the worst photo",
+    "refine": ("the whole refiner (about 0.9 GMAC of the pipeline's 21): its band gain (x8 on 4c(1-c)) amplifies "
+               "int8 rounding of the coarse alpha into the blend weight, and its guided-filter coefficients multiply "
+               "full-resolution pixels; in int8 it cost 3-5 dB on chelsea and motorcycle_right (35.5 -> 39.2 dB median "
+               "with it kept out of int8, ONNX)"),
 }
 MODEL_META = {"int8_float_layers": INT8_FLOAT_LAYERS, "license": "Apache-2.0 (U^2-Net weights); refiner: MIT (mexport)"}
 

@@ -4,7 +4,7 @@ Recipe layer precisions map onto onnxruntime options:
 - "int8" (default): per-channel int8 weights, uint8 activations. uint8, not ORT 1.32's default int8
   activations: with int8 activations the x86 CPU kernels fuse only 47 of U^2-Net-p's 119 convs into
   QLinearConv and the model runs at 0.8x fp32; with uint8 all 119 fuse (2.4-2.7x).
-- "float": the layer's weights in 16 bits (per-channel), activations as the default. Not
+- "float": the layer's weights and outputs in 16 bits (weights per-channel). Not
   ``nodes_to_exclude``: onnxruntime's CPU graph optimizer ``WeightBiasQuantization`` (on by
   default) re-quantizes a float Conv sitting between Q/DQ nodes with per-tensor int8 weights when
   the session loads, silently undoing the exclusion (6 dB on U^2-Net-p) unless every app disables
@@ -49,7 +49,7 @@ def quantize_static(model, feeds: list[dict[str, np.ndarray]], recipe: Recipe):
         prec = recipe.precision_of(module_path(node.name))
         if prec in ("float", "int16") and node.op_type in ("Conv", "ConvTranspose") and node.input[1] in inits:
             overrides[node.input[1]] = [{"quant_type": QuantType.QInt16, "axis": 0}]
-        if prec == "int16":
+        if prec in ("float", "int16"):
             for t in node.output:
                 overrides[t] = [{"quant_type": QuantType.QUInt16}]
     cal = recipe.calibration

@@ -150,12 +150,16 @@ def select_ops(data: bytes, pipeline, key: str) -> list[dict[str, Any]]:
     except AttributeError:
         raise InputError(f"recipe layer {key!r} is not a module of {pipeline.model_info.name}") from None
     weights = [p.detach().numpy() for n, p in module.named_parameters() if n.endswith("weight") and p.dim() >= 2]
+    every = [lw for n, p in pipeline.named_parameters() if p.dim() >= 2 for lw in _layouts(p.detach().numpy())]
     scope = re.compile(scope_regex(pipeline, key))
     chosen = []
     with torch.no_grad():
         for row in _ops(data):
             first = row["name"].split(";")[0]
-            if row["consts"] and any(c.ndim >= 2 for c in row["consts"]):
+            big = [c for c in row["consts"] if c.ndim >= 2]
+            # A constant that is some module's weight identifies its op exactly (scopes are ambiguous
+            # across ModuleLists); a functional constant (a box filter's fixed kernel) falls back to scope.
+            if big and any(c.shape == w.shape and np.array_equal(c, w) for c in big for w in every):
                 hit = any(c.shape == lw.shape and np.array_equal(c, lw) for c in row["consts"] for w in weights for lw in _layouts(w))
             else:
                 hit = bool(scope.search(first + ";"))

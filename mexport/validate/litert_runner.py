@@ -58,7 +58,12 @@ class LiteRTRunner:
             raise InputError(f"{self.path}: LiteRT cannot load it ({str(e).splitlines()[0][:300]})") from None
         sigs = self.interpreter.get_signature_list()
         self.signature = next(iter(sigs))
-        self.input_names = list(sigs[self.signature]["inputs"])
+        # Signature inputs come back sorted by name; a runner takes them in the contract's order.
+        contract = ["image"] + (["coarse_alpha"] if self.provenance.role == "refine" else []) + [e.name for e in self.spec.extra_inputs]
+        names = list(sigs[self.signature]["inputs"])
+        if sorted(names) != sorted(contract):
+            raise InputError(f"{self.path}: inputs {names} are not the contract's {contract}")
+        self.input_names = contract
         self.output_name = sigs[self.signature]["outputs"][0]
         self.runner = self.interpreter.get_signature_runner(self.signature)
         details = self.runner.get_input_details()
@@ -72,7 +77,12 @@ class LiteRTRunner:
         if len(inputs) != len(self.input_names):
             raise InputError(f"{self.path.name} takes {len(self.input_names)} inputs ({', '.join(self.input_names)}), got {len(inputs)}")
         feed = {n: encode(a, d, self.nhwc) for n, a, d in zip(self.input_names, inputs, self.inputs)}
-        y = self.runner(**feed)[self.output_name]
+        try:
+            y = self.runner(**feed)[self.output_name]
+        except RuntimeError as e:
+            from ..errors import ArtifactRunError
+
+            raise ArtifactRunError(f"LiteRT failed to run {self.path.name}: {str(e).splitlines()[0]}") from None
         return decode(y, self.output, self.nhwc)
 
 

@@ -481,6 +481,7 @@ KERNELS: dict[str, Callable] = {
     "minimum": _binary(np.minimum),
     "pow": _binary(np.power),
     "relu": _unary(lambda x: np.maximum(x, 0)),
+    "relu6": _unary(lambda x: np.minimum(np.maximum(x, 0), 6)),
     "sigmoid": _unary(_sigmoid),
     "tanh": _unary(np.tanh),
     "sqrt": _unary(np.sqrt),

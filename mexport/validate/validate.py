@@ -106,7 +106,7 @@ def _clean(o):
     return o
 
 
-def load_samples(data: Path | None) -> tuple[list[GTSample], str]:
+def load_samples(data: Path | None, only: list[str] | None = None) -> tuple[list[GTSample], str]:
     """Photos with optional ground truth: the alphamatting layout (image/, alpha/, trimap1/) or a
     plain folder of photos; without --data, scikit-image's held-out evaluation photos."""
     from ..photos import DEFAULT_EVAL, default_photos, list_photos, load_photo
@@ -122,6 +122,12 @@ def load_samples(data: Path | None) -> tuple[list[GTSample], str]:
         samples = [with_gt.get(p.stem) or GTSample(p.stem, load_photo(p), None) for p in list_photos(data / "image")]
     else:
         samples = [GTSample(p.stem, load_photo(p), None) for p in list_photos(data)]
+    if only:
+        missing = sorted(set(only) - {s.name for s in samples})
+        if missing:
+            raise InputError(f"--only: no photo named {', '.join(missing)} in {data}")
+        samples = [s for s in samples if s.name in only]
+        return samples, f"{data} ({', '.join(only)})"
     return samples, str(data)
 
 
@@ -223,12 +229,12 @@ def validate_artifact(artifact: Artifact, samples: list[GTSample], model: str | 
 
 def validate(paths: list[str | Path], data: Path | None = None, model: str | None = None, gates: Gates = Gates(),
              baseline: Path | None = None, threads: int | None = None, progress=None, keep_alphas: bool = False,
-             bench: bool = False):
+             bench: bool = False, only: list[str] | None = None):
     """Validate artifacts; returns the report and, with keep_alphas, the alphas for the HTML report."""
     artifacts = discover(paths)
     if not artifacts:
         raise InputError("no artifacts given")
-    samples, source = load_samples(data)
+    samples, source = load_samples(data, only)
     base = load_baseline(baseline) if baseline is not None and Path(baseline).exists() else None
     if baseline is not None and base is None and (gates.max_sad_increase is not None or gates.max_grad_increase is not None
                                                   or gates.max_latency_ratio is not None):
