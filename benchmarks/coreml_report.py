@@ -1,6 +1,6 @@
 """Write reports/coreml.md: size and emulated fidelity of every Core ML precision of the reference model.
 
-    MEXPORT_CACHE=/tmp/mxcache .venv/bin/python benchmarks/coreml_report.py [--model u2netp-refine] [--precision fp16 ...]
+    .venv/bin/python benchmarks/coreml_report.py [--model u2netp-refine] [--precision fp16 ...]
 
 Fidelity is the fused model's alpha vs the float PyTorch pipeline at refine size, run by mexport's
 MIL executor (Linux emulation of the saved program, fp16 rounding after every op), on
@@ -96,7 +96,7 @@ def write(out: Path, rows, pipeline, model: str, ps) -> None:
     lines = [
         "# Core ML target: sizes and emulated fidelity",
         "",
-        f"Made by `MEXPORT_CACHE=/tmp/mxcache .venv/bin/python benchmarks/coreml_report.py` (model `{model}`"
+        f"Made by `.venv/bin/python benchmarks/coreml_report.py` (model `{model}`"
         + ("" if model == "u2netp-refine" else ": the refiner weights were not trained yet, so this is U^2-Net-p alone, "
            "its alpha upsampled to 1024x1024") + ").",
         "",

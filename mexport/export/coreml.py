@@ -441,9 +441,11 @@ def structure_report(path: Path, pipeline=None, role: str | None = None, options
     constexpr = {t: n for t, n in ops.items() if t.startswith("constexpr_")}
     if compression:
         want_op = EXPECTED_CONSTEXPR[compression].get(target_name)
-        if want_op is None or want_op not in constexpr:
-            problems.append(f"compression {compression}: no {want_op or 'valid constexpr op'} in the program (found {sorted(constexpr) or 'none'})")
         keep = tuple("pipe_" + k.replace(".", "_") + "_" for k in (pipeline.model_info.meta.get("int8_float_layers", {}) if pipeline else ()))
+        eligible = [op for op in pkg.main.operations if op.op_type == "conv" and op.inputs["weight"].op.op_type in ("const",) + tuple(constexpr)
+                    and np.asarray(op.inputs["weight"].shape).prod() >= WEIGHT_THRESHOLD and not op.inputs["weight"].op.name.startswith(keep)]
+        if eligible and (want_op is None or want_op not in constexpr):
+            problems.append(f"compression {compression}: no {want_op or 'valid constexpr op'} in the program (found {sorted(constexpr) or 'none'})")
         for op in pkg.main.operations:
             if op.op_type == "conv":
                 wv = op.inputs["weight"]
