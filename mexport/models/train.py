@@ -195,7 +195,9 @@ def train_refiner(data: Path, out_dir: Path, config: TrainConfig = TrainConfig()
     refiner.eval()
 
     state = {k: v.detach().contiguous() for k, v in refiner.state_dict().items()}
-    data_bytes = save(state, metadata={"model": "mexport refiner", "seed": str(config.seed)})
+    # One metadata key: safetensors orders metadata from a hash map, so more keys would make the
+    # file's bytes (and sha256) vary from run to run.
+    data_bytes = save(state, metadata={"model": f"mexport refiner, seed {config.seed}"})
     import hashlib
 
     out_dir.mkdir(parents=True, exist_ok=True)

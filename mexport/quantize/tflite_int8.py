@@ -85,14 +85,6 @@ def quantize_dynamic_int8(data: bytes) -> bytes:
 
 # ----------------------------------------------------------------------------- op selection
 
-def _has_module(pipeline, key: str) -> bool:
-    try:
-        pipeline.get_submodule(key)
-        return True
-    except AttributeError:
-        return False
-
-
 def applies_to(key: str, role: str) -> bool:
     """Layer keys start with the network ('coarse.' or 'refine.'); the fused graph has both."""
     return role == "fused" or key == role or key.startswith(role + ".")
