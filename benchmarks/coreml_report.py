@@ -70,7 +70,7 @@ def main(argv=None) -> None:
     for precision, kw in PRECISIONS:
         if args.precision and precision not in args.precision:
             continue
-        with tempfile.TemporaryDirectory(dir=ROOT / "reports") as tmp:
+        with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             result = export("coreml", pipeline, Path(tmp) / "art", target.Options(precision=precision, check=False, **kw))
             convert_s = time.perf_counter() - t0

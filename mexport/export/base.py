@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from abc import ABC, abstractmethod
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ class ExportOptions:
             raise ValueError("--recipe applies to --int8 only")
 
 
-class Target:
+class Target(ABC):
     """Base for export targets. Subclasses set the class attributes and implement the methods."""
 
     name: str = ""
@@ -56,16 +57,18 @@ class Target:
     precisions: tuple[str, ...] = ("fp32",)
     Options: type[ExportOptions] = ExportOptions
 
+    @abstractmethod
     def convert(self, pipeline, role: str, options: ExportOptions, provenance: Provenance, path: Path,
-                calibration=None, progress=None) -> dict[str, Any]:
+                calibration=None, recipe=None) -> dict[str, Any]:
         """Write the role's artifact at ``path``; return facts for the report (sizes, ops, ...)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def runner(self, path: Path, threads: int | None = None, **kw):
-        raise NotImplementedError
+        """A Runner for the artifact, called like the graph it holds."""
 
+    @abstractmethod
     def read_provenance(self, path: Path) -> Provenance:
-        raise NotImplementedError
+        """The provenance record embedded in the artifact."""
 
     def converter_versions(self) -> dict[str, str]:
         return {}
