@@ -187,19 +187,32 @@ def apply_gates(a: ArtifactReport, gates: Gates, baseline: dict[str, Any] | None
 
 
 def validate_artifact(artifact: Artifact, samples: list[GTSample], model: str | None = None, threads: int | None = None,
-                      progress: Callable[[], Any] | None = None, keep_alphas: bool = False) -> tuple[ArtifactReport, dict]:
+                      progress: Callable[[], Any] | None = None, keep_alphas: bool = False,
+                      references: dict | None = None) -> tuple[ArtifactReport, dict]:
+    """``references`` is a cache shared across the artifacts of one run: the float model is built,
+    and its alpha computed per photo, once per (model, weights) instead of once per artifact."""
     from ..photos import prepare, restore
     from ..runner import TorchRunner
 
-    pipeline = reference_for(artifact, model)
+    references = {} if references is None else references
+    key = (model or artifact.provenance.model, artifact.provenance.weights_sha256)
+    if key not in references:
+        references[key] = (reference_for(artifact, model), {})
+    pipeline, ref_alphas = references[key]
     spec = pipeline.spec
     runner = artifact.runner(threads=threads)
-    ref = TorchRunner(pipeline)
+    torch_ref = TorchRunner(pipeline)
+
+    def ref(x: np.ndarray, name: str) -> np.ndarray:
+        if name not in ref_alphas:
+            ref_alphas[name] = torch_ref(x)
+        return ref_alphas[name]
+
     rep = ArtifactReport(artifact.label, artifact.target, artifact.precision, artifact.kind, artifact.size_bytes(), runner.name)
     alphas: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for s in samples:
         x, place = prepare(s.photo, spec)
-        out, want = runner(x), ref(x)
+        out, want = runner(x), ref(x, s.name)
         f = compare(s.name, out, want)
         row: dict[str, Any] = {"photo": s.name, "psnr": f.psnr, "max_abs": f.max_abs, "mad": f.mad, "finite": f.finite}
         a_out, a_ref = restore(np.nan_to_num(out, nan=0.0), place, spec), restore(want, place, spec)
@@ -239,9 +252,9 @@ def validate(paths: list[str | Path], data: Path | None = None, model: str | Non
     if baseline is not None and base is None and (gates.max_sad_increase is not None or gates.max_grad_increase is not None
                                                   or gates.max_latency_ratio is not None):
         raise InputError(f"baseline not found: {baseline} (create it with --update-baseline)")
-    reports, all_alphas = [], {}
+    reports, all_alphas, references = [], {}, {}
     for art in artifacts:
-        rep, alphas = validate_artifact(art, samples, model, threads, progress, keep_alphas)
+        rep, alphas = validate_artifact(art, samples, model, threads, progress, keep_alphas, references)
         reports.append(rep)
         all_alphas[art.label] = alphas
     if bench or gates.max_latency_ratio is not None:
