@@ -88,7 +88,7 @@ def cutout(photos: list[str | Path], out: str | Path, model: str | None = None, 
 
 
 def export(target: str, out: str | Path, model: str | None = None, precision: str = "fp32", target_options: dict | None = None,
-           log=lambda s: None, **common):
+           log=lambda s: None, progress=None, roles: tuple[str, ...] | None = None, **common):
     """Export the model to ``target`` into ``out``; see :func:`mexport.export.base.export`."""
     from .export import export as run_export
     from .export import get_target
@@ -98,4 +98,4 @@ def export(target: str, out: str | Path, model: str | None = None, precision: st
         options = t.Options(precision=precision, **common, **(target_options or {}))
     except (TypeError, ValueError) as e:
         raise InputError(str(e)) from None
-    return run_export(target, load_pipeline(model), out, options, log=log)
+    return run_export(target, load_pipeline(model), out, options, log=log, progress=progress, roles=roles)

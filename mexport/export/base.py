@@ -125,7 +125,8 @@ def check_photos(options: ExportOptions):
 
 def fidelity_checks(target: Target, pipeline, staged: dict[str, Path], photos, threshold: float, progress=None) -> dict[str, Any]:
     """Every role against its float graph on the same tensors; the fused model and the coarse+refine
-    pair are gated (that is what an app runs), coarse and refine alone are reported."""
+    pair are gated (that is what an app runs), coarse and refine alone are reported.
+    ``progress(stage, done, total, detail)`` is called after each gated photo."""
     from ..runner import PairRunner, TorchRunner
     from ..validate.fidelity import fidelity, photo_tensors
     from ..quantize.calibration import role_inputs
@@ -137,8 +138,16 @@ def fidelity_checks(target: Target, pipeline, staged: dict[str, Path], photos, t
     gated = {"fused": runners["fused"]}
     if "refine" in runners:
         gated["pair"] = PairRunner(runners["coarse"], runners["refine"], pipeline.spec)
+    done, total = 0, len(gated) * len(tensors)
+
+    def tick(name: str) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress("check", done, total, name)
+
     for name, runner in gated.items():
-        f = fidelity(runner, ref, tensors, progress)
+        f = fidelity(runner, ref, tensors, lambda name=name: tick(name))
         results[name] = {"gated": True, "median_psnr": f.median_psnr, "min_psnr": f.min_psnr, "max_abs": f.max_abs,
                          "finite": f.finite, "passed": f.finite and f.median_psnr >= threshold,
                          "photos": {p.photo: {"psnr": p.psnr, "max_abs": p.max_abs} for p in f.photos}}
@@ -163,13 +172,20 @@ def fidelity_checks(target: Target, pipeline, staged: dict[str, Path], photos, t
 
 
 def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptions,
-           progress: Callable[[str], Any] | None = None, log: Callable[[str], Any] = lambda s: None) -> ExportResult:
-    """Convert every role, check fidelity, and move the files into ``out_dir`` only if they pass."""
+           progress: Callable[[str, int, int, str], Any] | None = None, log: Callable[[str], Any] = lambda s: None,
+           roles: tuple[str, ...] | None = None) -> ExportResult:
+    """Convert every role (or only ``roles``: the benchmark matrix needs the fused model alone),
+    check fidelity, and move the files into ``out_dir`` only if they pass. ``progress(stage, done,
+    total, detail)`` is called after each conversion and each checked photo."""
     from ..validate.fidelity import default_threshold
 
     target = get_target(target_name)
     if options.precision not in target.precisions:
         raise InputError(f"{target.name} does not offer precision {options.precision!r}; valid: {', '.join(target.precisions)}")
+    roles = tuple(roles) if roles else tuple(pipeline.roles())
+    unknown = sorted(set(roles) - set(pipeline.roles()))
+    if unknown or "fused" not in roles:
+        raise InputError(f"roles must include 'fused' and be among {', '.join(pipeline.roles())}; got {', '.join(roles)}")
     out_dir = Path(out_dir)
     parent = _check_writable(out_dir)
     recipe, calibration = target.prepare_quantization(pipeline, options) if hasattr(target, "prepare_quantization") else (None, None)
@@ -183,19 +199,23 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
     try:
         staged: dict[str, Path] = {}
         facts: dict[str, Any] = {}
-        for role in pipeline.roles():
+        for i, role in enumerate(roles):
             prov = make_provenance(pipeline, target, role, options, recipe, calibration)
             path = staging / f"{role}{target.suffix}"
             log(f"converting {role} -> {path.name}")
+            if progress:
+                progress("convert", i, len(roles), role)
             facts[role] = target.convert(pipeline, role, options, prov, path, calibration=calibration, recipe=recipe)
             staged[role] = path
+            if progress:
+                progress("convert", i + 1, len(roles), role)
         if recipe is not None:
             (staging / "recipe.json").write_text(recipe.to_json())
         checks: dict[str, Any] = {}
         passed = True
         if options.check:
             log(f"checking against the float pipeline on {len(photos)} photos (threshold {threshold:.1f} dB median alpha PSNR)")
-            checks = fidelity_checks(target, pipeline, staged, photos, threshold)
+            checks = fidelity_checks(target, pipeline, staged, photos, threshold, progress)
             passed = all(c["passed"] for c in checks.values() if c.get("gated"))
         report = {"target": target.name, "precision": options.precision, "threshold_db": threshold, "passed": passed,
                   "checks": checks, "facts": facts, "model": pipeline.model_info.name}

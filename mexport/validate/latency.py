@@ -17,18 +17,17 @@ from ..errors import MexportError
 
 
 def _worker(cfg: dict[str, Any]) -> dict[str, Any]:
-    import resource
-
     import numpy as np
 
     from .artifacts import discover
+    from .interleave import peak_rss_mb
 
     (art,) = discover(cfg["paths"])  # the paths of one artifact: a fused file, or a coarse+refine pair
     # Import the runtime before timing, so "load" is the runtime reading the model, not Python imports.
     import onnxruntime  # noqa: F401
     import ai_edge_litert.interpreter  # noqa: F401
 
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = peak_rss_mb()
     t0 = time.perf_counter()
     runner = art.runner(threads=cfg["threads"])
     load_ms = (time.perf_counter() - t0) * 1e3
@@ -44,11 +43,11 @@ def _worker(cfg: dict[str, Any]) -> dict[str, Any]:
         t = time.perf_counter()
         runner(x)
         times.append((time.perf_counter() - t) * 1e3)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss = peak_rss_mb()
     return {"threads": cfg["threads"], "load_ms": load_ms, "first_ms": first_ms, "runs": cfg["runs"],
             "p50_ms": float(np.percentile(times, 50)), "p90_ms": float(np.percentile(times, 90)),
             "p99_ms": float(np.percentile(times, 99)), "min_ms": float(min(times)),
-            "peak_rss_mb": rss / 1024, "baseline_rss_mb": rss0 / 1024, "runner": runner.name}
+            "peak_rss_mb": rss, "baseline_rss_mb": rss0, "runner": runner.name}
 
 
 def measure(paths: list[str], label: str, threads: int = 1, runs: int = 10, warmup: int = 2, timeout: float = 900) -> dict[str, Any]:

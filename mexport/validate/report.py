@@ -45,11 +45,13 @@ def to_markdown(r: ValidationReport) -> str:
         lines += [f"- **{a.label}**: `{g.gate}` = {_f(g.value, 3)}, threshold {_f(g.threshold, 3)} {g.detail}" for a, g in failed]
     lat = [a for a in r.artifacts if a.latency]
     if lat:
-        lines += ["", "| artifact | threads | p50 ms | p90 ms | p99 ms | first run ms | load ms |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "| artifact | threads | p50 ms | p90 ms | p99 ms | first run ms | load ms | baseline artifact p50 ms | how |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for a in lat:
             L = a.latency
+            ref = L.get("reference") or {}
             lines.append(f"| {a.label} | {L.get('threads')} | {_f(L.get('p50_ms'))} | {_f(L.get('p90_ms'))} | {_f(L.get('p99_ms'))} | "
-                         f"{_f(L.get('first_ms'))} | {_f(L.get('load_ms'))} |")
+                         f"{_f(L.get('first_ms'))} | {_f(L.get('load_ms'))} | {_f(ref.get('p50_ms'))} | {L.get('method', '')} |")
     return "\n".join(lines) + "\n"
 
 
