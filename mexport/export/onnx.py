@@ -172,7 +172,9 @@ class OnnxTarget(Target):
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        exclude = [n.name for n in model.graph.node if recipe and recipe.precision_of(module_path(n.name)) == "float"]
+        from ..quantize.onnx_int8 import node_module_paths
+
+        exclude = [n.name for n, p in zip(model.graph.node, node_module_paths(model)) if recipe and recipe.precision_of(p) == "float"]
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
             onnx.save(model, src)

@@ -173,8 +173,13 @@ def recipe_entries(data: bytes, recipe: Recipe, pipeline, role: str, int8_io: bo
     if not int8_io:
         entries += [float_entry(".*", "INPUT"), float_entry(".*", "OUTPUT")]  # float32 graph I/O
     selection: dict[str, Any] = {}
-    for key, prec in recipe.layers.items():
-        if prec == recipe.default or not applies_to(key, role):
+    # Broader keys first, so that a narrower key (later entry) wins, as in Recipe.precision_of; a key at
+    # the default precision only matters when it overrides a broader one ("refine": float,
+    # "refine.lowres": int8).
+    for key in sorted(recipe.layers, key=lambda k: k.count(".")):
+        prec = recipe.layers[key]
+        parent = recipe.precision_of(key.rsplit(".", 1)[0]) if "." in key else recipe.default
+        if prec == parent or not applies_to(key, role):
             continue
         ops = select_ops(data, pipeline, key)
         if not ops:
