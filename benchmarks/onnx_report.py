@@ -121,6 +121,12 @@ def main() -> None:
               "int8 weights when the session loads (6.2 dB), unless every app disables it.",
               "- Activations are uint8: with onnxruntime 1.32's default int8 activations, its x86 kernels fuse only 47 of the 119 "
               "convs into QLinearConv and the int8 model runs at 0.8x fp32; with uint8 all 119 fuse.",
+              "- The refiner's full-resolution part (band, guided-filter apply) stays float: its non-conv ops are excluded from "
+              "quantization and its convs keep 16-bit weights and outputs; its 1/4-resolution CNN is int8. Two traps found on the "
+              "way: onnxsim names the node it fuses for the band's `x gain x 6` without a scope (`Mul_0`), so it fell to the "
+              "int8 default and cut the band to 1/8 steps; and an excluded node's output still gets quantized, in 8 bits, when an "
+              "int8 op consumes it (the box-pooled coarse alpha). Unscoped nodes now inherit their producer's layer, and outputs "
+              "of float layers are quantized in 16 bits wherever they are quantized at all (refine alone: 29 -> 62 dB).",
               "- fp16 has no fp16 Conv kernel on this CPU: onnxruntime inserts casts and computes in fp32 (half the file size, no speed-up).",
               "- Dynamic int8 (ConvInteger) is both broken (same weights) and slow on this CPU; its export fails the 30 dB gate, as it should.",
               "", "Recipe notes: " + rec.notes, ""]
