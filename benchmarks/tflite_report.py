@@ -1,5 +1,8 @@
 """Writes reports/tflite.md: every TFLite variant of every role of a model -- latency (1 and 2
-threads, interleaved, median of repeats), size, XNNPACK fallbacks, alpha PSNR vs float on real photos.
+threads, interleaved, median of repeats), size, XNNPACK fallbacks, alpha PSNR vs float on real photos;
+then whether the fused fp32 and mexport int8 models load on tflite-runtime 2.14 (the old runtime app
+teams pin, run in .venv-tflite-runtime, created by scripts/tflite_runtime_venv.sh when missing), or
+which op blocks them, and their latency and outputs there vs ai-edge-litert.
 
     .venv/bin/python benchmarks/tflite_report.py [--model u2netp-refine]
 """
@@ -18,6 +21,56 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 PHOTOS = ROOT.parent / "shared" / "data" / "alphamatting" / "image"
+OLD_PYTHON = ROOT / ".venv-tflite-runtime" / "bin" / "python"
+
+
+def old_runtime_python() -> Path:
+    """.venv-tflite-runtime's Python, made by the same script setup.sh runs if it is missing."""
+    import subprocess
+
+    ready = OLD_PYTHON.exists() and subprocess.run([str(OLD_PYTHON), "-c", "import tflite_runtime"], capture_output=True).returncode == 0
+    if not ready:
+        subprocess.run(["bash", str(ROOT / "scripts" / "tflite_runtime_venv.sh")], check=True)
+    return OLD_PYTHON
+
+
+def old_runtime_row(path: Path, evals: list[dict[str, np.ndarray]], refs: list[np.ndarray], input_names: list[str], python: Path,
+                    repeats: int) -> dict:
+    """One .tflite on the old runtime (its own process) beside ai-edge-litert (this process), 1 thread:
+    does it load, or which op blocks it; outputs on every eval feed (max abs difference between the
+    runtimes, each runtime's median alpha PSNR vs the float graph's ``refs``); how many nodes the old
+    runtime's XNNPACK took; latency, median of ``repeats`` interleaved invokes, each timed inside its
+    runtime's own process, so the file exchange with the worker is not counted."""
+    from mexport.errors import UnsupportedOpError
+    from mexport.validate.litert_runner import LiteRTRunner, encode
+    from mexport.validate.litert_subprocess import SubprocessLiteRTRunner
+    from mexport.validate.metrics import alpha_psnr
+
+    new = LiteRTRunner(path, threads=1)
+    row = {"new": new.runtime}
+    try:
+        old = SubprocessLiteRTRunner(path, python, threads=1)
+    except UnsupportedOpError as e:
+        return {**row, "old": {"name": e.runtime, "version": e.runtime_version}, "loads": False,
+                "blocked_by": f"{e.op}" + (f" v{e.op_version}" if e.op_version is not None else "")}
+    with old:
+        diffs, p_old, p_new = [], [], []
+        for f, ref in zip(evals, refs):
+            a, b = old(*(f[n] for n in input_names)), new(*(f[n] for n in input_names))
+            diffs.append(float(np.abs(a - b).max()))
+            p_old.append(alpha_psnr(a, ref))
+            p_new.append(alpha_psnr(b, ref))
+        x = [evals[0][n] for n in input_names]
+        feed = {n: encode(a, d, new.nhwc) for n, a, d in zip(new.input_names, x, new.inputs)}
+        t_old, t_new = [], []
+        for _ in range(repeats):  # interleaved: load from elsewhere lands on both runtimes alike
+            t_old += old.invoke_ms(*x, repeat=1)
+            t0 = time.perf_counter()
+            new.runner(**feed)
+            t_new.append((time.perf_counter() - t0) * 1e3)
+        return {**row, "old": old.runtime, "loads": True, "max_abs": max(diffs), "old_xnnpack": old.delegation(),
+                "psnr_old": float(np.median(p_old)), "psnr_new": float(np.median(p_new)),
+                "old_ms": float(np.median(t_old)), "new_ms": float(np.median(t_new))}
 
 
 def main() -> None:
@@ -48,7 +101,8 @@ def main() -> None:
     recipe, cal = t.prepare_quantization(pipe, opts8)
     naive = Recipe(name="naive-int8")
     tmp = Path(tempfile.mkdtemp(prefix="tflrep-"))
-    rows = []
+    rows, old_rows = [], []
+    old_python = old_runtime_python()
     for role in pipe.roles():
         opts = t.Options()
         module, _ = tfl.export_module(pipe, role, opts)
@@ -90,6 +144,9 @@ def main() -> None:
             for r in rows:
                 if r["role"] == role and r["variant"] in times:
                     r[f"ms{threads}"] = float(np.median(times[r["variant"]]))
+        if role == "fused":
+            for name in ("fp32", "mexport int8 (tflite-int8)"):
+                old_rows.append({"variant": name, **old_runtime_row(paths[name], evals, refs, pipe.input_names(role), old_python, args.repeats)})
         print(role, "done", flush=True)
     load = os.getloadavg()
     lines = [f"# TFLite (LiteRT) variants of {args.model}", "",
@@ -106,9 +163,38 @@ def main() -> None:
         psnr = lambda v: "inf" if not np.isfinite(v) else f"{v:.1f}"  # noqa: E731
         lines.append(f"| {r['role']} | {r['variant']} | {r['ms1']:.0f} | {r['ms2']:.0f} | {base['ms1'] / r['ms1']:.2f}x | "
                      f"{r['bytes'] / 1e6:.2f} | {psnr(r['psnr_med'])} | {psnr(r['psnr_min'])} | {r['fallback']} |")
+    lines += old_runtime_section(old_rows, args.repeats)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def old_runtime_section(old_rows: list[dict], repeats: int) -> list[str]:
+    if not old_rows:
+        return []
+    o, n = old_rows[0]["old"], old_rows[0]["new"]
+    old, new = f"{o['name']} {o['version']}", f"{n['name']} {n['version']}"
+    lines = ["", f"## The fused model on {old}", "",
+             f"Apps pin older runtimes. Each fused model run by {old} in its own Python (`--tflite-python "
+             f".venv-tflite-runtime/bin/python`) and by {new} in this one, 1 thread each, XNNPACK on as each runtime "
+             f"defaults. Latency: median of {repeats} interleaved invokes, each timed inside its runtime's process. "
+             "Outputs on the photos above: max abs difference between the two runtimes, and each runtime's median alpha PSNR "
+             f"vs the float PyTorch graph. XNNPACK: nodes {old}'s default delegate took (counted after a run), and what it left "
+             "to the builtin kernels.", "",
+             f"| variant | loads on {old} | blocked by | {old} ms | {new} ms | ratio | max abs difference | PSNR vs float, {old} "
+             f"| PSNR vs float, {new} | XNNPACK on {old} |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in old_rows:
+        if not r["loads"]:
+            lines.append(f"| {r['variant']} | no | {r['blocked_by']} | — | — | — | — | — | — | — |")
+            continue
+        psnr = lambda v: "inf" if not np.isfinite(v) else f"{v:.1f}"  # noqa: E731
+        x = r["old_xnnpack"]
+        left = ", ".join(f"{k} x{v}" for k, v in sorted(x["fallback_ops"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"| {r['variant']} | yes | — | {r['old_ms']:.0f} | {r['new_ms']:.0f} | {r['old_ms'] / r['new_ms']:.2f}x | "
+                     f"{r['max_abs']:.2e} | {psnr(r['psnr_old'])} | {psnr(r['psnr_new'])} | "
+                     f"{x['delegated']}/{x['nodes']} nodes" + (f"; builtin: {left}" if left else "") + " |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -41,6 +41,13 @@ def model_option(fn):
                         help="Registered model name (default u2netp-refine), module:factory or file.py:factory.")(fn)
 
 
+def tflite_python_option(fn):
+    return click.option("--tflite-python", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                        envvar="MEXPORT_TFLITE_PYTHON", show_envvar=True,
+                        help="Run .tflite artifacts in this Python's LiteRT runtime (tflite-runtime or ai-edge-litert), "
+                             "e.g. .venv-tflite-runtime/bin/python for the tflite-runtime 2.14 that apps pin.")(fn)
+
+
 def output_options(fn):
     """--json and --quiet, kept in the context's meta rather than passed as arguments, so commands
     that share export_options keep their signatures. Read them with output_mode()."""
@@ -117,9 +124,10 @@ def models_pull(force: bool, wheel: Path | None) -> None:
 @model_option
 @click.option("--artifact", "artifacts", multiple=True, type=click.Path(path_type=Path),
               help="Run an exported artifact instead of the float model: a fused file, or --artifact coarse.X --artifact refine.X.")
+@tflite_python_option
 @output_options
 @handle_errors
-def cutout(photos: tuple[str, ...], out: Path, model: str | None, artifacts: tuple[Path, ...]) -> None:
+def cutout(photos: tuple[str, ...], out: Path, model: str | None, artifacts: tuple[Path, ...], tflite_python: Path | None) -> None:
     """Write RGBA cutouts (the alpha matte in the fourth channel) of PHOTOS.
 
     A photo is a path (JPEG, PNG, WebP) or skimage:NAME for a scikit-image sample photo."""
@@ -134,7 +142,7 @@ def cutout(photos: tuple[str, ...], out: Path, model: str | None, artifacts: tup
             found = discover(list(artifacts))
             if len(found) != 1:
                 raise click.UsageError(f"--artifact must name one model (a fused file or a coarse+refine pair), got {len(found)}")
-            runner = found[0].runner()
+            runner = found[0].runner(**({"python": tflite_python} if tflite_python and found[0].target == "tflite" else {}))
             ui.log(f"running {runner.name}")
         written = api.cutout(list(photos), out, model=model, runner=runner, progress=ui.counter("cutout", len(photos)))
     if as_json:
@@ -238,11 +246,12 @@ def onnx(fp16, int8, dyn, opset, calib, calib_count, calib_method, recipe, min_p
 @click.option("--latency-runs", type=click.IntRange(1), default=10, show_default=True,
               help="Timed runs per artifact with --latency-baseline.")
 @click.option("--threads", type=int, default=None, help="Runtime threads (default: the runtime's choice).")
+@tflite_python_option
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report to stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the verdict.")
 @handle_errors
 def validate(artifacts, data, model, min_psnr, max_sad_increase, max_grad_increase, max_latency_ratio, baseline,
-             update_baseline, config, report, only, bench, latency_baseline, latency_runs, threads, as_json, quiet):
+             update_baseline, config, report, only, bench, latency_baseline, latency_runs, threads, tflite_python, as_json, quiet):
     """Run ARTIFACTS (files or export directories) against the float model; exit 1 if a gate fails."""
     import json as _json
 
@@ -264,7 +273,8 @@ def validate(artifacts, data, model, min_psnr, max_sad_increase, max_grad_increa
         result, alphas, samples = run_validate(list(artifacts), data, model, gates, None if update_baseline else baseline,
                                                threads, keep_alphas=report is not None, bench=bench,
                                                only=only.split(",") if only else None, progress=ui,
-                                               latency_baseline=list(latency_baseline) or None, latency_runs=latency_runs)
+                                               latency_baseline=list(latency_baseline) or None, latency_runs=latency_runs,
+                                               tflite_python=tflite_python)
     if report is not None:
         for kind, path in write_reports(result, report, alphas, samples).items():
             if not quiet and not as_json:
@@ -299,10 +309,11 @@ def validate(artifacts, data, model, min_psnr, max_sad_increase, max_grad_increa
               help="--matrix: the Markdown report; the JSON goes beside it.")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="--matrix: keep the exported artifacts here (default: a temporary directory, removed).")
+@tflite_python_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 @handle_errors
-def bench(artifacts, thread_counts, runs, warmup, matrix, model, data, photos, variants, no_peak, out, work, as_json, quiet):
+def bench(artifacts, thread_counts, runs, warmup, matrix, model, data, photos, variants, no_peak, out, work, tflite_python, as_json, quiet):
     """Latency of ARTIFACTS: load, first run, p50/p90/p99, peak memory; each in its own process.
 
     With --matrix (and no ARTIFACTS): the benchmark matrix of the model, written to --out."""
@@ -320,6 +331,8 @@ def bench(artifacts, thread_counts, runs, warmup, matrix, model, data, photos, v
     if matrix:
         if artifacts:
             raise click.UsageError("--matrix exports its own artifacts; give no ARTIFACTS")
+        if tflite_python:
+            raise click.UsageError("--tflite-python applies to ARTIFACTS, not --matrix")
         _bench_matrix(model, data, photos, variants, tuple(counts), runs, warmup, not no_peak, out, work, as_json, quiet)
         return
     if not artifacts:
@@ -335,7 +348,8 @@ def bench(artifacts, thread_counts, runs, warmup, matrix, model, data, photos, v
     with ProgressUI(not (quiet or as_json)) as ui:
         for art in found:
             for t in counts:
-                r = measure([str(p) for p in art.paths.values()], art.label, threads=t, runs=runs, warmup=warmup)
+                r = measure([str(p) for p in art.paths.values()], art.label, threads=t, runs=runs, warmup=warmup,
+                            runner_kw={"tflite": {"python": str(tflite_python)}} if tflite_python else None)
                 rows.append({"artifact": art.label, "target": art.target, "precision": art.precision, "size_bytes": art.size_bytes(), **r})
                 ui("bench", len(rows), len(found) * len(counts), f"{art.label}, {t} thr")
     if as_json:
@@ -344,7 +358,9 @@ def bench(artifacts, thread_counts, runs, warmup, matrix, model, data, photos, v
     click.echo("| artifact | precision | threads | load ms | first ms | p50 ms | p90 ms | p99 ms | peak RSS MB | size MB |")
     click.echo("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        click.echo(f"| {r['artifact']} | {r['precision']} | {r['threads']} | {r['load_ms']:.0f} | {r['first_ms']:.0f} | {r['p50_ms']:.1f} | "
+        rt = r.get("runtime") or {}
+        on = f" on {rt['name']} {rt['version']}" if rt.get("python") else ""  # say so when another Python ran it
+        click.echo(f"| {r['artifact']}{on} | {r['precision']} | {r['threads']} | {r['load_ms']:.0f} | {r['first_ms']:.0f} | {r['p50_ms']:.1f} | "
                    f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['peak_rss_mb']:.0f} | {r['size_bytes'] / 1e6:.2f} |")
     v = rows[0]["versions"] if rows else {}
     click.echo(f"\nmachine: {v.get('machine')} {v.get('system')}, python {v.get('python')}; "

@@ -37,3 +37,14 @@ class CannotVerifyError(MexportError):
     """An artifact contains something the validator cannot execute; never reported as a pass."""
 
     exit_code = 1
+
+
+class UnsupportedOpError(MexportError):
+    """A runtime cannot load an artifact: it lacks an op, or the op's version, that the artifact
+    uses (an app's pinned older runtime). Names the op so the export can be changed to avoid it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, runtime: str, runtime_version: str, op: str, op_version: int | None) -> None:
+        super().__init__(message)
+        self.runtime, self.runtime_version, self.op, self.op_version = runtime, runtime_version, op, op_version

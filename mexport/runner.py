@@ -52,6 +52,7 @@ class PairRunner:
     def __init__(self, coarse: Runner, refine: Runner, spec: PipelineSpec, name: str = "") -> None:
         self.coarse, self.refine, self.spec = coarse, refine, spec
         self.name = name or f"pair({coarse.name}, {refine.name})"
+        self.runtime = getattr(coarse, "runtime", None)  # both halves run on the same runtime
 
     def __call__(self, image: np.ndarray, *extra: np.ndarray) -> np.ndarray:
         import torch

@@ -13,6 +13,8 @@ if ! .venv/bin/python -c "import mexport, pytest, torch, litert_torch, coremltoo
   .venv/bin/pip install -q -e ".[dev]"
 fi
 .venv/bin/mexport models pull
+# The old LiteRT interpreter app teams pin (tflite-runtime 2.14, numpy < 2) in an environment of its own.
+bash scripts/tflite_runtime_venv.sh
 # The HTML report is checked in headless Chromium (Debian's package), as a person would look at it.
 if ! command -v chromium >/dev/null 2>&1 && [ "${MEXPORT_NO_CHROMIUM:-0}" != 1 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -345,13 +345,18 @@ def delegation(data: bytes, num_threads: int = 1) -> dict[str, Any]:
     """Which nodes XNNPACK takes. After allocate_tensors() the interpreter lists the original nodes
     followed by one DELEGATE node per partition; walking back from a partition's outputs to its
     inputs recovers the nodes it replaced. Nodes in no partition run on the builtin kernels."""
-    import collections
-
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_content=data, num_threads=num_threads)
     it.allocate_tensors()
-    nodes = it._get_ops_details()  # the only Python view of the execution plan
+    return delegation_of(it._get_ops_details())  # the only Python view of the execution plan
+
+
+def delegation_of(nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`delegation` from an interpreter's ``_get_ops_details()``, whichever runtime it came
+    from (an older one reports its plan through the --tflite-python worker)."""
+    import collections
+
     orig = [o for o in nodes if o["op_name"] != "DELEGATE"]
     partitions = [o for o in nodes if o["op_name"] == "DELEGATE"]
     producer = {int(t): o["index"] for o in orig for t in o["outputs"]}
@@ -448,9 +453,10 @@ class TfliteTarget(Target):
         return out
 
     def runner(self, path: Path, threads: int | None = None, **kw):
-        from ..validate.litert_runner import LiteRTRunner
+        """``python=PATH`` runs the model in that Python's LiteRT (an older runtime) instead of here."""
+        from ..validate.litert_runner import litert_runner
 
-        return LiteRTRunner(path, threads=threads, **kw)
+        return litert_runner(path, threads=threads, **kw)
 
     def read_provenance(self, path: Path) -> Provenance:
         try:

@@ -32,15 +32,16 @@ class Artifact:
             total += sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
         return total
 
-    def runner(self, threads: int | None = None):
+    def runner(self, threads: int | None = None, **kw):
+        """``kw`` go to the target's runner (e.g. ``python=`` for a TFLite artifact on an older runtime)."""
         from ..export import get_target
         from ..runner import PairRunner
 
         t = get_target(self.target)
         if self.kind == "pair":
-            return PairRunner(t.runner(self.paths["coarse"], threads=threads), t.runner(self.paths["refine"], threads=threads),
+            return PairRunner(t.runner(self.paths["coarse"], threads=threads, **kw), t.runner(self.paths["refine"], threads=threads, **kw),
                               self.provenance.pipeline_spec, name=self.label)
-        return t.runner(self.paths[self.kind], threads=threads)
+        return t.runner(self.paths[self.kind], threads=threads, **kw)
 
 
 def target_for(path: Path) -> str:

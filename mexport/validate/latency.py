@@ -29,7 +29,8 @@ def _worker(cfg: dict[str, Any]) -> dict[str, Any]:
 
     rss0 = peak_rss_mb()
     t0 = time.perf_counter()
-    runner = art.runner(threads=cfg["threads"])
+    # With --tflite-python, "load" includes starting that Python and its runtime: what an app pays too.
+    runner = art.runner(threads=cfg["threads"], **cfg.get("runner_kw", {}).get(art.target, {}))
     load_ms = (time.perf_counter() - t0) * 1e3
     spec = art.provenance.pipeline_spec
     x = np.random.default_rng(0).random((1, 3, *spec.refine_size), dtype=np.float32)
@@ -47,14 +48,17 @@ def _worker(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"threads": cfg["threads"], "load_ms": load_ms, "first_ms": first_ms, "runs": cfg["runs"],
             "p50_ms": float(np.percentile(times, 50)), "p90_ms": float(np.percentile(times, 90)),
             "p99_ms": float(np.percentile(times, 99)), "min_ms": float(min(times)),
-            "peak_rss_mb": rss, "baseline_rss_mb": rss0, "runner": runner.name}
+            "peak_rss_mb": rss, "baseline_rss_mb": rss0, "runner": runner.name, "runtime": getattr(runner, "runtime", None)}
 
 
-def measure(paths: list[str], label: str, threads: int = 1, runs: int = 10, warmup: int = 2, timeout: float = 900) -> dict[str, Any]:
-    """Measure one artifact (by discover() label) in a fresh Python process."""
+def measure(paths: list[str], label: str, threads: int = 1, runs: int = 10, warmup: int = 2, timeout: float = 900,
+            runner_kw: dict[str, dict] | None = None) -> dict[str, Any]:
+    """Measure one artifact (by discover() label) in a fresh Python process; ``runner_kw`` maps a
+    target to its runner's options (``{"tflite": {"python": PATH}}`` for an older LiteRT runtime)."""
     from .validate import runtime_versions
 
-    cfg = {"paths": [str(p) for p in paths], "label": label, "threads": threads, "runs": runs, "warmup": warmup}
+    cfg = {"paths": [str(p) for p in paths], "label": label, "threads": threads, "runs": runs, "warmup": warmup,
+           "runner_kw": runner_kw or {}}
     proc = subprocess.run([sys.executable, "-m", "mexport.validate.latency", json.dumps(cfg)], capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]

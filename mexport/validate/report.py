@@ -39,6 +39,10 @@ def to_markdown(r: ValidationReport) -> str:
         gates = ", ".join(f"{'✅' if g.passed else '❌'} {g.gate}" for g in a.gates)
         lines.append(f"| {a.label} | {a.target} | {a.precision} | {a.size_bytes / 1e6:.2f} MB | {_f(s['median_psnr'])} dB | "
                      f"{_f(s['min_psnr'])} dB | {_f(s['max_abs'], 4)} | {sad} | {grad} | {gates} |")
+    ran = [a for a in r.artifacts if a.runtime]
+    if ran:
+        lines += [""] + [f"- {a.label} ran on {a.runtime['name']} {a.runtime['version']}"
+                         + (f" ({a.runtime['python']})" if a.runtime.get("python") else "") for a in ran]
     failed = [(a, g) for a in r.artifacts for g in a.gates if not g.passed]
     if failed:
         lines += ["", "Failed gates:", ""]

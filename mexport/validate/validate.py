@@ -64,6 +64,7 @@ class ArtifactReport:
     summary: dict[str, Any] = field(default_factory=dict)
     gates: list[GateResult] = field(default_factory=list)
     latency: dict[str, Any] | None = None
+    runtime: dict[str, Any] | None = None  # what ran it, e.g. {"name": "tflite-runtime", "version": "2.14.0"}
 
     @property
     def passed(self) -> bool:
@@ -86,7 +87,7 @@ class ValidationReport:
             "schema": SCHEMA, "passed": self.passed, "data": self.data, "photos": self.photos, "versions": self.versions,
             "artifacts": [{
                 "label": a.label, "target": a.target, "precision": a.precision, "kind": a.kind, "size_bytes": a.size_bytes,
-                "runner": a.runner, "passed": a.passed, "summary": a.summary, "latency": a.latency,
+                "runner": a.runner, "runtime": a.runtime, "passed": a.passed, "summary": a.summary, "latency": a.latency,
                 "gates": [g.__dict__ for g in a.gates], "photos": a.photos,
             } for a in self.artifacts],
         })
@@ -202,9 +203,10 @@ def apply_gates(a: ArtifactReport, gates: Gates, baseline: dict[str, Any] | None
 
 def validate_artifact(artifact: Artifact, samples: list[GTSample], model: str | None = None, threads: int | None = None,
                       progress: Callable[[], Any] | None = None, keep_alphas: bool = False,
-                      references: dict | None = None) -> tuple[ArtifactReport, dict]:
+                      references: dict | None = None, runner_kw: dict[str, dict] | None = None) -> tuple[ArtifactReport, dict]:
     """``references`` is a cache shared across the artifacts of one run: the float model is built,
-    and its alpha computed per photo, once per (model, weights) instead of once per artifact."""
+    and its alpha computed per photo, once per (model, weights) instead of once per artifact.
+    ``runner_kw`` maps a target to options for its runner (``{"tflite": {"python": PATH}}``)."""
     from ..photos import prepare, restore
     from ..runner import TorchRunner
 
@@ -214,7 +216,7 @@ def validate_artifact(artifact: Artifact, samples: list[GTSample], model: str | 
         references[key] = (reference_for(artifact, model), {})
     pipeline, ref_alphas = references[key]
     spec = pipeline.spec
-    runner = artifact.runner(threads=threads)
+    runner = artifact.runner(threads=threads, **(runner_kw or {}).get(artifact.target, {}))
     torch_ref = TorchRunner(pipeline)
 
     def ref(x: np.ndarray, name: str) -> np.ndarray:
@@ -222,7 +224,8 @@ def validate_artifact(artifact: Artifact, samples: list[GTSample], model: str | 
             ref_alphas[name] = torch_ref(x)
         return ref_alphas[name]
 
-    rep = ArtifactReport(artifact.label, artifact.target, artifact.precision, artifact.kind, artifact.size_bytes(), runner.name)
+    rep = ArtifactReport(artifact.label, artifact.target, artifact.precision, artifact.kind, artifact.size_bytes(), runner.name,
+                         runtime=getattr(runner, "runtime", None))
     alphas: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for s in samples:
         x, place = prepare(s.photo, spec)
@@ -257,14 +260,15 @@ def validate_artifact(artifact: Artifact, samples: list[GTSample], model: str | 
 def validate(paths: list[str | Path], data: Path | None = None, model: str | None = None, gates: Gates = Gates(),
              baseline: Path | None = None, threads: int | None = None, progress=None, keep_alphas: bool = False,
              bench: bool = False, only: list[str] | None = None, latency_baseline: list[str | Path] | None = None,
-             latency_runs: int = 10):
+             latency_runs: int = 10, tflite_python: str | Path | None = None):
     """Validate artifacts; returns the report and, with keep_alphas, the alphas for the HTML report.
 
     ``progress(stage, done, total, detail)`` is called after each photo of each artifact and each
     latency step. Latency (``bench``, or a latency gate): with ``latency_baseline`` artifacts, each
     artifact is timed against the baseline artifact of the same target and kind, interleaved in
     this run (``latency_runs`` runs each); without, each artifact is timed alone in its own process
-    and a latency gate compares with the baseline file's p50 from an earlier run."""
+    and a latency gate compares with the baseline file's p50 from an earlier run. ``tflite_python``
+    runs TFLite artifacts in that Python's LiteRT runtime (an older one, e.g. tflite-runtime 2.14)."""
     artifacts = discover(paths)
     if not artifacts:
         raise InputError("no artifacts given")
@@ -274,7 +278,11 @@ def validate(paths: list[str | Path], data: Path | None = None, model: str | Non
     if baseline is not None and base is None and (gates.max_sad_increase is not None or gates.max_grad_increase is not None
                                                   or gates.max_latency_ratio is not None):
         raise InputError(f"baseline not found: {baseline} (create it with --update-baseline)")
+    if tflite_python and latency_baseline:
+        # The interleaved timer builds its runners in its own workers, which know no other Python.
+        raise InputError("--tflite-python and --latency-baseline cannot be combined yet; use --bench for the old runtime's latency")
     reports, all_alphas, references = [], {}, {}
+    runner_kw = {"tflite": {"python": str(tflite_python)}} if tflite_python else {}
     done, total = 0, len(artifacts) * len(samples)
     for art in artifacts:
         def tick(label: str = art.label) -> None:
@@ -283,7 +291,7 @@ def validate(paths: list[str | Path], data: Path | None = None, model: str | Non
             if progress:
                 progress("validate", done, total, label)
 
-        rep, alphas = validate_artifact(art, samples, model, threads, tick, keep_alphas, references)
+        rep, alphas = validate_artifact(art, samples, model, threads, tick, keep_alphas, references, runner_kw)
         reports.append(rep)
         all_alphas[art.label] = alphas
     if references_for_latency is not None:
@@ -295,7 +303,7 @@ def validate(paths: list[str | Path], data: Path | None = None, model: str | Non
         from .latency import measure
 
         for i, (art, rep) in enumerate(zip(artifacts, reports)):
-            rep.latency = measure([str(p) for p in art.paths.values()], art.label, threads=threads or 1)
+            rep.latency = measure([str(p) for p in art.paths.values()], art.label, threads=threads or 1, runner_kw=runner_kw)
             rep.latency["method"] = "own process, back-to-back runs"
             if progress:
                 progress("latency", i + 1, len(artifacts), art.label)
