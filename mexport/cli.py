@@ -173,11 +173,11 @@ def _print_export(result, echo) -> None:
 def export_options(fn):
     opts = [
         click.option("--calib", type=click.Path(path_type=Path), default=None,
-                     help="Folder of calibration photos for --int8 (default: scikit-image's bundled photos)."),
+                     help="Folder of calibration photos for --int8 / --w8a8 (default: scikit-image's bundled photos)."),
         click.option("--calib-count", type=int, default=None, help="Use only the first N calibration photos."),
         click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
                      help="Override the recipe's calibration method."),
-        click.option("--recipe", type=click.Path(path_type=Path), default=None, help="Per-layer precision recipe (JSON) for --int8."),
+        click.option("--recipe", type=click.Path(path_type=Path), default=None, help="Per-layer precision recipe (JSON) for --int8 / --w8a8."),
         click.option("--min-psnr", type=float, default=None, help="Fidelity threshold (median alpha PSNR vs float, dB); default per precision."),
         click.option("--check-data", type=click.Path(path_type=Path), default=None,
                      help="Extra real photos (a folder, or the alphamatting layout) for the export-time check."),
@@ -475,13 +475,15 @@ def bundle_verify(path, quiet, as_json):
 
 
 @main.command()
-@click.option("--fp16", "compute", flag_value="fp16", default=True, help="float16 compute (default).")
+@click.option("--fp16", "compute", flag_value="fp16", default=True,
+              help="float16 compute (default); the layers the model declares precision-sensitive compute in fp32.")
 @click.option("--fp32", "compute", flag_value="fp32", help="float32 compute.")
 @click.option("--weights", type=click.Choice(["int8", "int4", "palette4", "palette6", "palette8"]), default=None,
               help="Compress weights: int8 per-channel, int4 per-block (iOS18), or k-means palettes.")
-@click.option("--w8a8", is_flag=True, help="int8 weights and activations (needs macOS for calibration; not offered on Linux).")
-@click.option("--target", "deployment_target", type=click.Choice(["iOS16", "iOS17", "iOS18"]), default="iOS16", show_default=True,
-              help="Minimum deployment target.")
+@click.option("--w8a8", is_flag=True,
+              help="int8 weights and activations, calibrated on photos (--calib) on the torch side; needs iOS17+.")
+@click.option("--target", "deployment_target", type=click.Choice(["iOS16", "iOS17", "iOS18"]), default=None,
+              help="Minimum deployment target [default: iOS16; iOS17 with --w8a8].")
 @click.option("--tensor-input", is_flag=True, help="Take a float TensorType instead of an ImageType.")
 @export_options
 @handle_errors
@@ -490,7 +492,7 @@ def coreml(compute, weights, w8a8, deployment_target, tensor_input, calib, calib
     """Export coarse/refine/fused.mlpackage; verified on Linux by structure and an emulated run of the MIL program."""
     from .export.coreml import PRECISION_OF_COMPRESSION
 
-    precision = PRECISION_OF_COMPRESSION[weights] if weights else compute
+    precision = "w8a8" if w8a8 else PRECISION_OF_COMPRESSION[weights] if weights else compute
     common = dict(calib=calib, calib_count=calib_count, calib_method=calib_method, recipe=recipe, min_psnr=min_psnr,
                   check=not no_check, check_data=check_data, keep_failed=keep_failed)
     extra = {"compute_precision": compute, "compression": weights, "w8a8": w8a8, "deployment_target": deployment_target,

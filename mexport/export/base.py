@@ -45,8 +45,8 @@ class ExportOptions:
     def __post_init__(self) -> None:
         if self.min_psnr is not None and not 0 < self.min_psnr < 200:
             raise ValueError("min_psnr must be between 0 and 200 dB")
-        if self.recipe is not None and self.precision not in ("int8",):
-            raise ValueError("--recipe applies to --int8 only")
+        if self.recipe is not None and self.precision not in ("int8", "w8a8"):
+            raise ValueError("--recipe applies to --int8 (and Core ML --w8a8) only")
 
 
 class Target(ABC):

@@ -5,7 +5,11 @@ exists only on macOS.
 
 Precision names (the keys of ``mexport.validate.fidelity.DEFAULT_MIN_PSNR``):
 ``fp32`` / ``fp16`` (compute precision, no compression), ``weights-int8`` (per-channel linear
-int8), ``weights-int4`` (per-block int4, iOS18+), ``palette8/6/4`` (k-means palettization).
+int8), ``weights-int4`` (per-block int4, iOS18+), ``palette8/6/4`` (k-means palettization),
+``w8a8`` (int8 weights and activations, calibrated on photos on the torch side, iOS17+).
+
+fp16 compute keeps the layers the model declares precision-sensitive in fp32
+(``mexport.export.coreml_mixed``); the package's metadata names them (``mexport.fp32_layers``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from .base import ExportOptions, Target, register_target
 PROVENANCE_KEY = "mexport.provenance"
 SPEC_KEY = "mexport.spec"
 DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18")
+W8A8_MIN_TARGET = "iOS17"  # MIL quantize/dequantize ops (activation quantization) start at iOS17
 SPEC_VERSIONS = {"iOS16": 7, "iOS17": 8, "iOS18": 9}  # Core ML specification version per target
 COMPUTE = ("fp16", "fp32")
 COMPRESSIONS = ("int8", "int4", "palette4", "palette6", "palette8")
@@ -60,21 +65,38 @@ class CoreMLOptions(ExportOptions):
     compute_precision: str | None = None
     compression: str | None = None
     w8a8: bool = False
-    deployment_target: str = "iOS16"
+    deployment_target: str | None = None  # iOS16, or iOS17 for w8a8
     image_input: bool = True
+    fp32_layers: tuple[str, ...] | None = None  # with fp16 compute; None: the model's declared layers
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen: normalize in place
+        w8a8 = self.w8a8 or self.precision == "w8a8"
+        if self.deployment_target is None:
+            set_("deployment_target", W8A8_MIN_TARGET if w8a8 else "iOS16")
         if self.deployment_target not in DEPLOYMENT_TARGETS:
             raise ValueError(f"deployment_target must be one of {DEPLOYMENT_TARGETS}, got {self.deployment_target!r}")
         if self.compute_precision is not None and self.compute_precision not in COMPUTE:
             raise ValueError(f"compute_precision must be one of {COMPUTE}, got {self.compute_precision!r}")
         if self.compression is not None and self.compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {COMPRESSIONS} or None, got {self.compression!r}")
-        if self.w8a8 or self.precision == "w8a8":
-            raise InputError("Core ML w8a8 (activation quantization) is not available yet: coremltools calibrates "
-                             "activations with MLModel.predict, which needs macOS; use weights-int8 or a palette")
-        if self.precision in COMPRESSION_OF_PRECISION:
+        if self.fp32_layers is not None:
+            set_("fp32_layers", tuple(self.fp32_layers))
+        if w8a8:
+            if self.compression is not None or self.precision in COMPRESSION_OF_PRECISION:
+                raise ValueError("w8a8 quantizes the weights itself; it takes no weight compression")
+            if self.precision not in ("w8a8",) + COMPUTE:
+                raise ValueError(f"precision {self.precision!r} conflicts with w8a8")
+            compute = self.compute_precision or (self.precision if self.precision in COMPUTE else "fp16")
+            if self.precision in COMPUTE and compute != self.precision:
+                raise ValueError(f"precision {self.precision!r} conflicts with compute_precision {compute!r}")
+            set_("compute_precision", compute)
+            set_("precision", "w8a8")
+            set_("w8a8", True)
+            if DEPLOYMENT_TARGETS.index(self.deployment_target) < DEPLOYMENT_TARGETS.index(W8A8_MIN_TARGET):
+                raise InputError(f"w8a8 needs deployment target {W8A8_MIN_TARGET} or later (activation quantize/"
+                                 f"dequantize ops); got {self.deployment_target}")
+        elif self.precision in COMPRESSION_OF_PRECISION:
             named = COMPRESSION_OF_PRECISION[self.precision]
             if self.compression not in (None, named):
                 raise ValueError(f"precision {self.precision!r} conflicts with compression {self.compression!r}")
@@ -92,8 +114,25 @@ class CoreMLOptions(ExportOptions):
             raise InputError(f"int4 per-block weights need deployment_target iOS18 or later (constexpr_blockwise_shift_scale); "
                              f"got {self.deployment_target}")
         super().__post_init__()
-        if self.calib is not None or self.calib_count is not None:
-            raise ValueError("calibration photos apply to w8a8 only, which the Core ML target does not offer yet")
+        if not self.w8a8 and (self.calib is not None or self.calib_count is not None or self.calib_method is not None):
+            raise ValueError("calibration photos apply to w8a8 only (the other Core ML precisions need no data)")
+
+
+def fp32_layers(pipeline, options: "CoreMLOptions", recipe=None) -> dict[str, bool]:
+    """Module paths that compute in fp32 (True) or not (False; a narrower path inside a kept one) in
+    an fp16-compute program: the options' list, else the W8A8 recipe's float layers, else the
+    model's default int8 recipe's (the layers it declares in ``meta["int8_float_layers"]``: the
+    weight imbalance that breaks int8 costs fp16 its 40 dB too, see coreml_mixed). Empty for a
+    model that declares none: plain fp16."""
+    if options.fp32_layers is not None:
+        return {k: True for k in options.fp32_layers}
+    if recipe is None:
+        from ..quantize.recipes import model_default_recipe
+
+        recipe = model_default_recipe(pipeline, "coreml")
+    # a coarse-only model (u2netp) shares its meta with the refined one: drop the absent refiner's keys
+    layers = {k: v == "float" for k, v in recipe.layers.items() if k.split(".")[0] != "refine" or pipeline.has_refine}
+    return layers if any(layers.values()) else {}
 
 
 def _ct_target(name: str):
@@ -285,7 +324,7 @@ def set_metadata(mlmodel, pipeline, role: str, prov: Provenance, options: "CoreM
     mlmodel.user_defined_metadata[PROVENANCE_KEY] = prov.to_json()
     mlmodel.user_defined_metadata[SPEC_KEY] = spec.to_json()
     mlmodel.user_defined_metadata["mexport.compute_precision"] = options.compute_precision
-    mlmodel.user_defined_metadata["mexport.compression"] = options.compression or "none"
+    mlmodel.user_defined_metadata["mexport.compression"] = options.compression or ("w8a8" if options.w8a8 else "none")
     mlmodel.user_defined_metadata["mexport.deployment_target"] = options.deployment_target
 
 
@@ -293,8 +332,11 @@ def set_metadata(mlmodel, pipeline, role: str, prov: Provenance, options: "CoreM
 class CoreMLTarget(Target):
     name = "coreml"
     suffix = ".mlpackage"
-    precisions = ("fp32", "fp16", "weights-int8", "weights-int4", "palette8", "palette6", "palette4")
+    precisions = ("fp32", "fp16", "weights-int8", "weights-int4", "palette8", "palette6", "palette4", "w8a8")
     Options = CoreMLOptions
+
+    def __init__(self) -> None:
+        self._w8a8: dict[tuple, Any] = {}  # calibrated once per export, shared by its roles
 
     def converter_versions(self) -> dict[str, str]:
         import coremltools
@@ -302,14 +344,52 @@ class CoreMLTarget(Target):
 
         return {"torch": torch.__version__, "coremltools": coremltools.__version__}
 
+    def prepare_quantization(self, pipeline, options: ExportOptions):
+        """W8A8 only: the recipe (the model's default: its declared layers float) and the photos."""
+        if not getattr(options, "w8a8", False):
+            return None, None
+        from dataclasses import replace
+
+        from ..quantize.calibration import load_calibration
+        from ..quantize.coreml_w8a8 import check_recipe
+        from ..quantize.recipe import load_recipe
+        from ..quantize.recipes import model_default_recipe
+
+        recipe = load_recipe(options.recipe) if options.recipe else model_default_recipe(pipeline, "coreml")
+        if options.calib_method:
+            recipe = replace(recipe, calibration=replace(recipe.calibration, method=options.calib_method))
+        check_recipe(recipe)
+        return recipe, load_calibration(options.calib, options.calib_count)
+
+    def _graph_pipeline(self, pipeline, options: "CoreMLOptions", recipe, calibration):
+        """The pipeline whose graphs are traced: the float one, or its W8A8 fake-quantized copy."""
+        if not options.w8a8:
+            return pipeline
+        if recipe is None or calibration is None:
+            raise ConversionError("w8a8 needs a recipe and calibration photos (prepare_quantization)")
+        from ..quantize.coreml_w8a8 import quantized_pipeline
+
+        key = (id(pipeline), recipe.sha256(), calibration.sha256)
+        if key not in self._w8a8:
+            self._w8a8 = {key: quantized_pipeline(pipeline, recipe, calibration)}
+        return self._w8a8[key]
+
     def convert(self, pipeline, role, options, provenance, path: Path, calibration=None, recipe=None, progress=None) -> dict[str, Any]:
         import coremltools as ct
 
+        from .coreml_mixed import Fp32Layers, module_scopes
+
         if not isinstance(options, CoreMLOptions):
             options = CoreMLOptions(**{k: getattr(options, k) for k in ExportOptions.__dataclass_fields__})
-        traced = trace(pipeline.graph(role), pipeline.example_inputs(role))
+        graph_pipeline = self._graph_pipeline(pipeline, options, recipe, calibration)
+        traced = trace(graph_pipeline.graph(role), pipeline.example_inputs(role))
         inputs, outputs = _io_types(pipeline, role, options.image_input)
-        precision = ct.precision.FLOAT16 if options.compute_precision == "fp16" else ct.precision.FLOAT32
+        layers = fp32_layers(pipeline, options, recipe) if options.compute_precision == "fp16" else {}
+        selector = Fp32Layers(module_scopes(traced), layers) if layers else None
+        if selector is not None:
+            precision = ct.transform.FP16ComputePrecision(op_selector=selector)
+        else:
+            precision = ct.precision.FLOAT16 if options.compute_precision == "fp16" else ct.precision.FLOAT32
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -318,11 +398,29 @@ class CoreMLTarget(Target):
                                      skip_model_load=True)
         except Exception as e:  # coremltools raises many types; the first line names the op
             raise ConversionError(f"coremltools could not convert the {role} graph: {str(e).splitlines()[0][:300]}") from None
+        kept32: tuple[str, ...] = ()
+        if selector is not None:
+            unmatched = [k for k, n in selector.matched.items() if n == 0]
+            if role == "fused" and unmatched:  # the fused graph holds every layer of the model
+                raise ConversionError(f"fp32 layers {', '.join(unmatched)} match no op of the traced model; "
+                                      "check the layer names (module paths like coarse.stage2d.dec.4)")
+            kept32 = tuple(k for k, n in selector.matched.items() if n)
+        float_layers = ()
         if options.compression:
-            keep = tuple(pipeline.model_info.meta.get("int8_float_layers", {}))
-            mlmodel = compress(mlmodel, options.compression, keep)
+            float_layers = tuple(pipeline.model_info.meta.get("int8_float_layers", {}))
+            mlmodel = compress(mlmodel, options.compression, float_layers)
             check_finite_weights(mlmodel._mil_program, f"{role} ({options.compression})")
+        elif options.w8a8:
+            from ..quantize.coreml_w8a8 import float_layers as recipe_float_layers
+
+            float_layers = recipe_float_layers(recipe)
+            check_finite_weights(mlmodel._mil_program, f"{role} (w8a8)")
         set_metadata(mlmodel, pipeline, role, provenance, options)
+        mlmodel.user_defined_metadata["mexport.fp32_layers"] = ",".join(kept32) or "none"
+        # narrower layers inside those that the recipe lets compute in fp16 (refine.lowres)
+        mlmodel.user_defined_metadata["mexport.fp16_inside_fp32_layers"] = ",".join(sorted(selector.exceptions) if selector else []) or "none"
+        mlmodel.user_defined_metadata["mexport.fp32_convs"] = str(selector.convs if selector is not None else 0)
+        mlmodel.user_defined_metadata["mexport.float_layers"] = ",".join(float_layers) or "none"
         mlmodel.save(str(path))
         make_deterministic(path)
         report = structure_report(path, pipeline=pipeline, role=role, options=options)
@@ -370,6 +468,9 @@ def structure_report(path: Path, pipeline=None, role: str | None = None, options
     pspec = pipeline.spec if pipeline is not None else (prov.pipeline_spec if prov else None)
     target_name = options.deployment_target if options else ud.get("mexport.deployment_target", "iOS16")
     compression = (options.compression if options else (None if ud.get("mexport.compression", "none") == "none" else ud["mexport.compression"]))
+    w8a8 = options.w8a8 if options else compression == "w8a8"
+    if w8a8:  # its weights are int8 like --weights int8; its activations are checked below
+        compression = "int8"
     image_input = options.image_input if options else None
     compute = options.compute_precision if options else ud.get("mexport.compute_precision")
 
@@ -439,9 +540,18 @@ def structure_report(path: Path, pipeline=None, role: str | None = None, options
 
     # compression: the expected constexpr op feeds every large conv weight; fp16 programs hold fp16
     constexpr = {t: n for t, n in ops.items() if t.startswith("constexpr_")}
+    if w8a8:
+        missing = [t for t in ("quantize", "dequantize") if t not in ops]
+        if missing and any(op.op_type == "conv" for op in pkg.main.operations):
+            problems.append(f"w8a8: no {' or '.join(missing)} op in the program (activations are not quantized)")
     if compression:
         want_op = EXPECTED_CONSTEXPR[compression].get(target_name)
-        keep = tuple("pipe_" + k.replace(".", "_") + "_" for k in (pipeline.model_info.meta.get("int8_float_layers", {}) if pipeline else ()))
+        recorded = ud.get("mexport.float_layers")  # the layers the export left uncompressed
+        if recorded is not None:
+            float_layers = [] if recorded == "none" else recorded.split(",")
+        else:
+            float_layers = list(pipeline.model_info.meta.get("int8_float_layers", {})) if pipeline is not None else []
+        keep = tuple("pipe_" + k.replace(".", "_") + "_" for k in float_layers)
         eligible = [op for op in pkg.main.operations if op.op_type == "conv" and op.inputs["weight"].op.op_type in ("const",) + tuple(constexpr)
                     and np.asarray(op.inputs["weight"].shape).prod() >= WEIGHT_THRESHOLD and not op.inputs["weight"].op.name.startswith(keep)]
         if eligible and (want_op is None or want_op not in constexpr):
@@ -453,13 +563,24 @@ def structure_report(path: Path, pipeline=None, role: str | None = None, options
                     problems.append(f"conv {op.name}: weight of {np.asarray(wv.val).size} values left uncompressed")
     elif constexpr:
         problems.append(f"uncompressed export holds {sorted(constexpr)}")
-    if compute:
-        want_dtype = "fp16" if compute == "fp16" else "fp32"
-        from coremltools.converters.mil.mil import types
+    from coremltools.converters.mil.mil import types
 
-        conv_dtypes = {types.builtin_to_string(op.outputs[0].dtype) for op in pkg.main.operations if op.op_type == "conv"}
-        if conv_dtypes and conv_dtypes != {want_dtype}:
-            problems.append(f"conv outputs are {sorted(conv_dtypes)}, expected {want_dtype} compute")
+    dtypes: dict[str, int] = {}
+    for op in pkg.main.operations:
+        if op.op_type != "const" and not op.op_type.startswith("constexpr_"):
+            d = types.builtin_to_string(op.outputs[0].dtype)
+            dtypes[d] = dtypes.get(d, 0) + 1
+    conv_dtypes = [types.builtin_to_string(op.outputs[0].dtype) for op in pkg.main.operations if op.op_type == "conv"]
+    fp32_convs = int(ud.get("mexport.fp32_convs", "0"))
+    if compute == "fp32" and set(conv_dtypes) - {"fp32"}:
+        problems.append(f"conv outputs are {sorted(set(conv_dtypes))}, expected fp32 compute")
+    elif compute == "fp16":
+        # fp16 compute with the model's precision-sensitive layers in fp32 (coreml_mixed): exactly the
+        # convs the converter kept are fp32, every other conv is fp16
+        if set(conv_dtypes) - {"fp16", "fp32"} or conv_dtypes.count("fp32") != fp32_convs:
+            problems.append(f"conv outputs: {conv_dtypes.count('fp16')} fp16, {conv_dtypes.count('fp32')} fp32 "
+                            f"(others: {sorted(set(conv_dtypes) - {'fp16', 'fp32'})}); expected fp16 compute with "
+                            f"{fp32_convs} fp32 conv(s) of the layers {ud.get('mexport.fp32_layers', 'none')}")
 
     # size and metadata
     size = package_bytes(path)
@@ -475,7 +596,11 @@ def structure_report(path: Path, pipeline=None, role: str | None = None, options
     if SPEC_KEY not in ud:
         problems.append("no pipeline spec in user_defined_metadata")
     facts = {"bytes": size, "weight_bytes": weight_bytes, "blobs": pkg.blobs, "spec_version": spec.specificationVersion,
-             "deployment_target": target_name, "compute_precision": compute, "compression": compression or "none",
+             "deployment_target": target_name, "compute_precision": compute, "compression": "w8a8" if w8a8 else (compression or "none"),
+             "fp32_layers": [] if ud.get("mexport.fp32_layers", "none") == "none" else ud["mexport.fp32_layers"].split(","),
+             "fp16_inside_fp32_layers": [] if ud.get("mexport.fp16_inside_fp32_layers", "none") == "none"
+             else ud["mexport.fp16_inside_fp32_layers"].split(","),
+             "op_dtypes": dict(sorted(dtypes.items())),
              "ops": dict(sorted(ops.items())), "constexpr_ops": constexpr, "conv_weight_values": n_weights,
              "bits_per_conv_weight": round(8 * weight_bytes / n_weights, 2) if n_weights else None}
     return {"problems": problems, "facts": facts}

@@ -20,13 +20,15 @@ from . import metrics
 # (measured in reports/onnx.md and reports/tflite.md on GT15-GT18 + scikit-image photos); the
 # default gate sits at 32 dB because the export-time check sees only two (hard) held-out photos,
 # where the good recipe lands at 34.7-35.3 dB, while the breakage it exists to catch lands at 13 dB
-# (naive int8). Weight-only compression sits between.
+# (naive int8). Weight-only compression sits between. Core ML w8a8 is the same int8 promise and
+# gate: the default recipe measured 37.4 / 34.8 dB on those two photos (MIL executor), naive (every
+# layer int8, symmetric activations) 9-10 dB (torch fake quantization).
 DEFAULT_MIN_PSNR: dict[str, float] = {
     "fp32": 60.0,
     "fp16": 40.0,
     "dynamic-int8": 30.0,
     "int8": 32.0,
-    "w8a8": 30.0,
+    "w8a8": 32.0,
     "weights-int8": 38.0,
     "weights-int4": 30.0,
     "palette8": 35.0,
