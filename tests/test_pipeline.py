@@ -48,3 +48,19 @@ def test_refiner_starts_as_identity():
     x = torch.rand(1, 3, 64, 64)
     # identity up to the clamp's float rounding (relu6(6x)/6)
     assert torch.allclose(Refiner()(x, up), up, atol=1e-6, rtol=0)
+
+
+def test_refiner_deployed_form_is_the_reference_maths(reference_pipeline):
+    """Refiner.forward (normalization folded into the coefficients, clamp fused, no pipeline clamp)
+    computes Refiner.reference, the form it was trained in, with the trained weights."""
+    r = reference_pipeline.refine
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 128, 128, generator=g)
+    up = torch.rand(2, 1, 128, 128, generator=g) ** 3  # mostly near 0: a wide band
+    with torch.no_grad():
+        deployed = r(x, up)
+        ref = r.reference(reference_pipeline.normalize(x), up)
+    assert (deployed - ref).abs().max().item() < 2e-6
+    band = (ref - up).abs() > 1e-3
+    assert band.float().mean() > 0.05  # the refiner really moved the alpha: the check compares something
+    assert deployed.min() >= -1e-6 and deployed.max() <= 1 + 1e-6  # convex blend: no clamp needed

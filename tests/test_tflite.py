@@ -268,14 +268,38 @@ def _psnrs(data, pipeline, photos, tmp_path, name, precision="fp32", xnnpack=Tru
 
 
 def test_reference_fp32_matches_torch_on_real_photos(reference_fused, reference_pipeline, tmp_path):
-    """The file computes what torch computes. Builtin kernels: U^2-Net-p alone is within 7.4e-5 of
-    torch on these photos; the refiner v2's guided filter (A_alpha up to ~3) and band carry that into
-    the fused alpha at up to 1.2e-4 (GT15; the refine graph alone on torch's coarse alpha: 6e-6), so
-    the fused bound is 2e-4, not the issue's 1e-4 (left open in issue #4's note). XNNPACK's fp32
-    kernels (fused multiply-adds, its own sigmoid) move the alpha by a few 1e-4, reported and bounded."""
+    """The file computes what torch computes, as closely as two fp32 implementations of this model
+    can. Measured on these 6 photos: torch fp32 is itself up to 1.2e-4 from the same graph in fp64
+    (motorcycle_right; U^2-Net-p alone 5.7e-5, the refiner's guided filter and band carry it into
+    the alpha), and LiteRT's builtin kernels are up to 1.7e-4 from fp64 and 1.2e-4 from torch fp32
+    (GT15; 8.5e-5 or less on the other five). So the issue's 1e-4 vs torch is below this model's
+    fp32 noise floor (left open in issue #4's note); the bounds here are 2e-4 vs torch, and LiteRT
+    no further from the exact result than 2x torch's own distance from it. XNNPACK's fp32 kernels
+    (fused multiply-adds, its own sigmoid) move the alpha by a few 1e-4, reported and bounded."""
+    import copy
+
+    import torch
+
+    from mexport.photos import prepare
+
     data, photos, _ = reference_fused
     res = _psnrs(data, reference_pipeline, photos, tmp_path, "fp32", xnnpack=False)
     assert max(m for _, m in res) <= 2e-4
+    from mexport.validate.litert_runner import LiteRTRunner
+
+    builtin = LiteRTRunner(tmp_path / "fp32.tflite", xnnpack=False)
+    exact = copy.deepcopy(reference_pipeline).double()
+    d_torch, d_litert = [], []
+    for _, p in photos[:4]:  # GT15-GT18: fp64 at 1024x1024 costs a few seconds a photo
+        x = prepare(p, reference_pipeline.spec)[0]
+        with torch.no_grad():
+            t64 = exact(torch.from_numpy(x).double()).numpy()
+            t32 = reference_pipeline(torch.from_numpy(x)).numpy()
+        d_torch.append(float(np.abs(t32 - t64).max()))
+        d_litert.append(float(np.abs(builtin(x) - t64).max()))
+    print(f"max abs from fp64: torch fp32 {max(d_torch):.2e}, LiteRT fp32 builtin {max(d_litert):.2e}")
+    assert max(d_torch) > 5e-5  # the noise floor is real: the comparison is not against a trivial bound
+    assert max(d_litert) <= 2 * max(d_torch)
     fast = _psnrs(data, reference_pipeline, photos, tmp_path, "fp32x")
     print(f"LiteRT fp32 vs torch: builtin max abs {max(m for _, m in res):.2e}, XNNPACK {max(m for _, m in fast):.2e}")
     assert max(m for _, m in fast) <= 1e-3
@@ -293,6 +317,13 @@ def test_reference_fp16_and_int8_fidelity(reference_fused, reference_pipeline, t
     feeds = [t.feed(f, opts) for f in role_inputs(reference_pipeline, "fused", cal.photos, recipe.calibration.max_photos)]
     qdata, sel = q.quantize_static(data, "fused", feeds, recipe, reference_pipeline)
     assert set(sel) == {"coarse.stage2d.dec.4", "coarse.stage1d.dec.4", "refine", "refine.lowres"}
+    # The refiner's last op writes the graph output, whose tensor carries the signature's name
+    # ("alpha") and no scope: it must still count as the float refiner's (no int8 round trip of the
+    # output at 1/255 steps, no QUANTIZE/DEQUANTIZE pair at full resolution).
+    m = tfl._model_t(qdata)
+    g = m.subgraphs[0]
+    last = next(op for op in g.operators if g.outputs[0] in list(op.outputs))
+    assert tfl.op_name(m.operatorCodes[last.opcodeIndex]) == "MUL" and g.tensors[last.inputs[0]].type == 0  # float32
     int8 = _psnrs(qdata, reference_pipeline, photos, tmp_path, "int8", "int8")
     assert np.median([p for p, _ in int8]) >= 35
     assert tfl.inspect(qdata)["int8_weight_share"] > 0.9

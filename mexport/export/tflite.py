@@ -420,10 +420,12 @@ class TfliteTarget(Target):
             data = q.quantize_fp16(data)
         elif options.precision == "dynamic-int8":
             data = q.quantize_dynamic_int8(data)
-        elif options.precision == "int8" and role == "refine" and recipe.precision_of("refine") == "float" and options.io == "float":
+        elif options.precision == "int8" and role == "refine" and options.io == "float" and recipe.precision_of("refine") == "float" \
+                and not any(k.startswith("refine.") and p != "float" for k, p in recipe.layers.items()):
             # The recipe keeps the whole refiner float, so the refine-only model is float: its
-            # int8 remainder (the normalization and the final blend) was a graph XNNPACK failed to
-            # prepare ("failed to reshape runtime"), for no speed to gain.
+            # int8 remainder (the pipeline's ops around the refiner) was a graph XNNPACK failed to
+            # prepare ("failed to reshape runtime", refiner v1), for no speed to gain. A recipe
+            # that puts part of the refiner back to int8 (the default: refine.lowres) is applied.
             kept_float = True
             selection = {"refine": {"precision": "float", "ops": ["the whole role, kept float by the recipe"]}}
         elif options.precision == "int8":

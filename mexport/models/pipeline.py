@@ -37,7 +37,9 @@ class MattingModel:
 
     ``coarse(x_norm, *extra)`` maps the normalized photo at coarse size to alpha in [0, 1];
     ``refine(x_norm, coarse_up, *extra)`` maps the normalized photo at refine size and the coarse
-    alpha upsampled to refine size to alpha (clamped to [0, 1] by the pipeline). A single-network
+    alpha upsampled to refine size to alpha (clamped to [0, 1] by the pipeline). A refine module
+    with ``takes_raw_image = True`` gets the photo in [0, 1] instead (and normalizes it, or folds
+    the normalization, itself); one with ``output_in_unit_range = True`` promises [0, 1] itself. A single-network
     model (MODNet-style) has ``refine=None``: its coarse alpha is upsampled to refine size.
     """
 
@@ -77,8 +79,12 @@ class MattingPipeline(nn.Module):
         up = resize(coarse_alpha, self.spec.refine_size, self.spec.coarse_upsample)
         if self.refine is None:
             return clamp01(up)
-        # The contract's [0, 1] for any refiner (ours already blends within it: this is a no-op there).
-        return clamp01(self.refine(self.normalize(image), up, *extra))
+        # A refiner may take the raw photo and fold the normalization into its own maths, and may
+        # promise an output in [0, 1]; otherwise it gets the normalized photo and the contract's
+        # [0, 1] is enforced here (both save full-resolution passes: see Refiner.forward).
+        raw = getattr(self.refine, "takes_raw_image", False)
+        out = self.refine(image if raw else self.normalize(image), up, *extra)
+        return out if getattr(self.refine, "output_in_unit_range", False) else clamp01(out)
 
     def forward(self, image: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
         coarse = self.coarse_graph(self.downsample(image), *(self.downsample(e) for e in extra))

@@ -40,10 +40,16 @@ BAND_GAIN = 8.0
 
 
 class Refiner(nn.Module):
-    """Inputs: normalized photo [N,3,H,W] and coarse alpha upsampled to [N,1,H,W] (H, W divisible by 4).
-    Output: refined alpha [N,1,H,W] in [0, 1] when coarse_up is."""
+    """Inputs: the photo [N,3,H,W] in [0, 1], NOT normalized (``takes_raw_image``: the pipeline's
+    normalization is folded into the coefficients, see ``forward``), and the coarse alpha upsampled
+    to [N,1,H,W] (H, W divisible by 4). Output: refined alpha [N,1,H,W], in [0, 1] up to float
+    rounding whenever coarse_up is (``output_in_unit_range``: the pipeline adds no clamp)."""
 
-    def __init__(self, width: int = 16) -> None:
+    takes_raw_image = True
+    output_in_unit_range = True
+
+    def __init__(self, width: int = 16, mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+                 std: tuple[float, ...] = (0.229, 0.224, 0.225)) -> None:
         super().__init__()
         self.lowres = nn.Sequential(
             nn.Conv2d(4, width, 3, padding=1), nn.ReLU(),
@@ -53,18 +59,61 @@ class Refiner(nn.Module):
         )
         self.coef = nn.Conv2d(width, 5, 1)  # A_r, A_g, A_b, A_alpha, b
         self.band = Band()
+        # Not in the state dict: the weights file holds the trained parameters only. The
+        # normalization as a multiply-add, not (x - mean) / std: coremltools 9.0's fuse_bias_conv
+        # negates a subtracted constant in place (`bias_value *= -1`), and a constant used twice
+        # (here also by the coefficient fold) then reaches its other op negated (measured: Core
+        # ML refine graph off by 1.0 in alpha).
+        m, sd = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+        self.register_buffer("inv_std", (1.0 / sd).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", (-m / sd).view(1, 3, 1, 1), persistent=False)
         with torch.no_grad():
             self.coef.weight.zero_()
             self.coef.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0]))
 
     def forward(self, image: torch.Tensor, coarse_up: torch.Tensor) -> torch.Tensor:
-        refined, low = self._refine(image, coarse_up)
-        return self.band(low[:, 3:4], coarse_up, refined)
+        """The deployed form of ``reference`` (same maths, equal up to float rounding; a test holds
+        them within 2e-6). Everything that can move to 1/4 resolution does, because the
+        full-resolution elementwise passes are memory-bound and were most of the refiner's time
+        (LiteRT fp32 refine graph 54 -> 39 ms; in int8 exports they were float passes beside an int8
+        coarse net):
+        - box pooling is linear, so the photo is pooled raw and normalized at 1/4 resolution, and
+          A.((I - mean) / std) + b = (A / std).I + (b + A.shift), shift = -mean / std: the normalization folds into
+          the coefficients, and the full-resolution photo is never normalized;
+        - coefficients are split at 1/4 resolution and upsampled per part (no full-resolution
+          concat or slice);
+        - the clamp of the refined alpha is a RELU6 fused into the add that forms it, on 6x the
+          coefficients (upsampling is linear);
+        - the blend c + band.(clamp(r) - c), a convex combination of values in [0, 1], is clamped
+          the same way, so the pipeline's final clamp is left out (``output_in_unit_range``)."""
+        low_c = box_pool(coarse_up, LOWRES_FACTOR)
+        low = torch.cat([box_pool(image, LOWRES_FACTOR) * self.inv_std + self.shift, low_c], 1)
+        coef = self.coef(self.lowres(low))
+        a_rgb, a_c, b = coef[:, :3] * self.inv_std, coef[:, 3:4], coef[:, 4:5]
+        b = b + (coef[:, :3] * self.shift).sum(1, keepdim=True)
+        size = image.shape[2:]
 
-    def unbanded(self, image: torch.Tensor, coarse_up: torch.Tensor) -> torch.Tensor:
-        """The correction before the band: what training fits (a band in the loss let the net
-        learn large in-band corrections that generalized worse: measured, see the module doc)."""
-        return self._refine(image, coarse_up)[0]
+        def up(t: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+
+        refined6 = F.relu6((up(6.0 * a_rgb) * image).sum(1, keepdim=True) + up(6.0 * a_c) * coarse_up + up(6.0 * b))
+        # Blended at 6x scale too, so the clamp that keeps float rounding (measured: -4e-9 and
+        # 1 + 1e-7 on real photos) inside the contract's [0, 1] is again a RELU6 fused into the add.
+        c6 = 6.0 * coarse_up
+        return F.relu6(c6 + up(self.band(low_c)) * (refined6 - c6)) / 6.0
+
+    def reference(self, image_norm: torch.Tensor, coarse_up: torch.Tensor) -> torch.Tensor:
+        """The refiner as trained and as the module doc defines it, on the normalized photo:
+        kept as the specification ``forward`` is tested against."""
+        refined, low = self._refine(image_norm, coarse_up)
+        band = F.interpolate(self.band(low[:, 3:4]), size=refined.shape[2:], mode="bilinear", align_corners=False)
+        return coarse_up + band * (clamp01(refined) - coarse_up)
+
+    def unbanded(self, image_norm: torch.Tensor, coarse_up: torch.Tensor) -> torch.Tensor:
+        """The correction before the band, on the normalized photo: what training fits (a band in
+        the loss let the net learn large in-band corrections that generalized worse: measured,
+        see the module doc)."""
+        return self._refine(image_norm, coarse_up)[0]
 
     def _refine(self, image: torch.Tensor, coarse_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         guide = torch.cat([image, coarse_up], 1)
@@ -82,14 +131,12 @@ class Refiner(nn.Module):
 
 
 class Band(nn.Module):
-    """Blend the refined alpha in only near the coarse alpha's uncertain region (see the module
-    doc). A module of its own so that quantization recipes can name it (``refine.band``): its
-    gain amplifies int8 rounding of the coarse alpha."""
+    """The blend weight, at 1/4 resolution, from the box-pooled coarse alpha (see the module doc).
+    A module of its own so that quantization recipes can name it (``refine.band``): its gain
+    amplifies int8 rounding of the coarse alpha."""
 
-    def forward(self, c_low: torch.Tensor, coarse_up: torch.Tensor, refined: torch.Tensor) -> torch.Tensor:
-        band = dilate(4 * c_low * (1 - c_low), BAND_RADIUS)
-        band = F.interpolate(clamp01(band * BAND_GAIN), size=refined.shape[2:], mode="bilinear", align_corners=False)
-        return coarse_up + band * (clamp01(refined) - coarse_up)
+    def forward(self, c_low: torch.Tensor) -> torch.Tensor:
+        return clamp01(dilate(4 * c_low * (1 - c_low), BAND_RADIUS) * BAND_GAIN)
 
 
 def dilate(x: torch.Tensor, radius: int) -> torch.Tensor:

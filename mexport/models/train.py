@@ -156,7 +156,7 @@ def train_refiner(data: Path, out_dir: Path, config: TrainConfig = TrainConfig()
             log(f"{k + 1}/{config.composites} composites ({time.time() - t0:.0f} s)")
     log(f"{config.composites} composites ready ({time.time() - t0:.0f} s)")
 
-    refiner = Refiner()
+    refiner = Refiner(mean=spec.mean, std=spec.std)
     full = MattingPipeline(MattingModel(coarse=coarse_model.coarse, refine=refiner, spec=spec))
     opt = torch.optim.Adam(refiner.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)

@@ -56,7 +56,8 @@ def build_u2netp_refine(refiner_path: Path | None = None, check_sha: bool = True
     coarse_path = u2netp_path()
     coarse = U2NetP()
     load_into(coarse, coarse_path, U2NETP_SHA256 if check_sha else None)
-    refine = Refiner()
+    spec = PipelineSpec()
+    refine = Refiner(mean=spec.mean, std=spec.std)  # it folds the pipeline's normalization in
     if refiner_path is None:
         refiner_path = packaged_weights_dir() / REFINER_FILE
         expected = refiner_record()["sha256"] if check_sha else None
@@ -64,7 +65,7 @@ def build_u2netp_refine(refiner_path: Path | None = None, check_sha: bool = True
         expected = None
     load_into(refine, refiner_path, expected)
     digest = hashlib.sha256(f"{U2NETP_SHA256}:{sha256_file(refiner_path)}".encode()).hexdigest()
-    return MattingModel(coarse=coarse, refine=refine, spec=PipelineSpec(), name="u2netp-refine", weights_sha256=digest,
+    return MattingModel(coarse=coarse, refine=refine, spec=spec, name="u2netp-refine", weights_sha256=digest,
                         meta=dict(MODEL_META))
 
 

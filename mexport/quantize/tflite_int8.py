@@ -106,7 +106,26 @@ def _ops(data: bytes):
             buf = m.buffers[ten.buffer]
             if buf.data is not None and len(buf.data) and ten.type == 0:  # float32 constants
                 consts.append(np.frombuffer(np.asarray(buf.data, np.uint8).tobytes(), np.float32).reshape([int(s) for s in ten.shape]))
-        rows.append({"index": i, "op": op_name(m.operatorCodes[op.opcodeIndex]), "name": name, "consts": consts})
+        rows.append({"index": i, "op": op_name(m.operatorCodes[op.opcodeIndex]), "name": name, "consts": consts,
+                     "inputs": [int(t) for t in op.inputs if t >= 0], "outputs": [int(t) for t in op.outputs]})
+    return _inherit_scopes(rows)
+
+
+def _inherit_scopes(rows: list[dict]) -> list[dict]:
+    """``scope``: the name that says which module an op came from. An op whose output is a graph
+    output carries the signature's name instead ("alpha"), with no scope: it inherits the scope of
+    the op that produced its input, so a float layer's last op (the refiner's final 1/6) stays float
+    instead of falling to the int8 default."""
+    producer = {t: r for r in rows for t in r["outputs"]}
+    for r in rows:
+        scope, seen = r["name"], r
+        while "/" not in scope.split(";")[0]:
+            src = [producer[t] for t in seen["inputs"] if t in producer]
+            if not src:
+                break
+            seen = src[0]
+            scope = seen["name"]
+        r["scope"] = scope if "/" in scope.split(";")[0] else r["name"]
     return rows
 
 
@@ -147,7 +166,7 @@ def select_ops(data: bytes, pipeline, key: str) -> list[dict[str, Any]]:
     chosen = []
     with torch.no_grad():
         for row in _ops(data):
-            first = row["name"].split(";")[0]
+            first = row["scope"].split(";")[0]
             big = [c for c in row["consts"] if c.ndim >= 2]
             # A constant that is some module's weight identifies its op exactly (scopes are ambiguous
             # across ModuleLists); a functional constant (a box filter's fixed kernel) falls back to scope.
