@@ -314,13 +314,14 @@ def validate(artifacts, data, model, min_psnr, max_sad_increase, max_grad_increa
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 @handle_errors
 def bench(artifacts, thread_counts, runs, warmup, matrix, model, data, photos, variants, no_peak, out, work, tflite_python, as_json, quiet):
-    """Latency of ARTIFACTS: load, first run, p50/p90/p99, peak memory; each in its own process.
+    """Latency of ARTIFACTS: load, first run, p50/p90/p99, peak memory; each in its own process,
+    all timed in interleaved turns (a burst of load elsewhere lands on every artifact alike).
 
     With --matrix (and no ARTIFACTS): the benchmark matrix of the model, written to --out."""
     import json as _json
 
     from .validate.artifacts import discover
-    from .validate.latency import measure
+    from .validate.interleave import latency_records
 
     try:
         counts = [int(t) for t in thread_counts.split(",")]
@@ -343,15 +344,12 @@ def bench(artifacts, thread_counts, runs, warmup, matrix, model, data, photos, v
     for name in ("model", "data", "photos", "variants", "no_peak", "out", "work"):
         if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
             raise click.UsageError(f"--{name.replace('_', '-')} applies to --matrix only")
-    rows = []
     found = discover(list(artifacts))
     with ProgressUI(not (quiet or as_json)) as ui:
-        for art in found:
-            for t in counts:
-                r = measure([str(p) for p in art.paths.values()], art.label, threads=t, runs=runs, warmup=warmup,
-                            runner_kw={"tflite": {"python": str(tflite_python)}} if tflite_python else None)
-                rows.append({"artifact": art.label, "target": art.target, "precision": art.precision, "size_bytes": art.size_bytes(), **r})
-                ui("bench", len(rows), len(found) * len(counts), f"{art.label}, {t} thr")
+        recs = latency_records(found, tuple(counts), runs, warmup, {"tflite": {"python": str(tflite_python)}} if tflite_python else None,
+                               progress=ui)
+    info = {a.label: {"target": a.target, "precision": a.precision, "size_bytes": a.size_bytes()} for a in found}
+    rows = [{"artifact": r["label"], **info[r["label"]], **{k: v for k, v in r.items() if k != "label"}} for r in recs]
     if as_json:
         click.echo(_json.dumps(rows, indent=2))
         return

@@ -190,4 +190,5 @@ def test_bench_reports_latency_in_a_subprocess(good):
     assert row["threads"] == 1 and row["runs"] == 3
     assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
     assert row["load_ms"] > 0 and row["peak_rss_mb"] > 10 and row["versions"]["onnxruntime"]
+    assert "interleaved" in row["method"] and row["min_ms"] <= row["p50_ms"]  # the one latency worker (interleave.py)
     assert invoke("bench", good, "--threads", "x").exit_code == 2

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -36,6 +36,7 @@ class Subject:
     label: str
     paths: tuple[str, ...] = ()
     model: str | None = None
+    runner_kw: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)  # per target, e.g. {"tflite": {"python": PATH}}
 
     def __post_init__(self) -> None:
         if bool(self.paths) == bool(self.model):
@@ -48,7 +49,8 @@ class Worker:
     def __init__(self, subject: Subject, threads: int, warmup: int) -> None:
         self.subject, self.threads = subject, threads
         self._err = tempfile.TemporaryFile(mode="w+")
-        cfg = {"paths": list(subject.paths), "model": subject.model, "threads": threads, "warmup": warmup}
+        cfg = {"paths": list(subject.paths), "model": subject.model, "threads": threads, "warmup": warmup,
+               "runner_kw": subject.runner_kw}
         self.proc = subprocess.Popen([sys.executable, "-m", "mexport.validate.interleave", json.dumps(cfg)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, text=True, bufsize=1)
         try:
@@ -140,8 +142,10 @@ def interleaved_latency(subjects: list[Subject], threads: tuple[int, ...] = (1, 
                 continue
             end = w.close()
             out[w.subject.label]["runner"] = w.ready["runner"]
+            out[w.subject.label]["runtime"] = w.ready.get("runtime")
             out[w.subject.label]["threads"][w.threads] = {
-                "p50_ms": float(np.percentile(v, 50)), "p90_ms": float(np.percentile(v, 90)), "min_ms": float(min(v)),
+                "p50_ms": float(np.percentile(v, 50)), "p90_ms": float(np.percentile(v, 90)),
+                "p99_ms": float(np.percentile(v, 99)), "min_ms": float(min(v)),
                 "load_ms": w.ready["load_ms"], "first_ms": w.ready["first_ms"], "peak_rss_mb": end["peak_rss_mb"],
                 "samples_ms": [round(x, 3) for x in v]}
         return out
@@ -149,6 +153,30 @@ def interleaved_latency(subjects: list[Subject], threads: tuple[int, ...] = (1, 
         for w in workers:
             if w.proc.poll() is None:
                 w.proc.kill()
+
+
+def latency_records(artifacts: list, thread_counts: tuple[int, ...] = (1,), runs: int = 10, warmup: int = 2,
+                    runner_kw: dict[str, dict[str, Any]] | None = None,
+                    progress: Callable[[str, int, int, str], Any] | None = None) -> list[dict[str, Any]]:
+    """Latency of discovered artifacts (``mexport bench``, ``validate --bench``): one record per
+    artifact and thread count, all timed interleaved, each in its own process; a failure to load or
+    run raises, naming the artifact."""
+    from .validate import runtime_versions
+
+    subjects = [Subject(f"{a.label} #{i}", paths=tuple(str(p) for p in a.paths.values()), runner_kw=runner_kw or {})
+                for i, a in enumerate(artifacts)]
+    lat = interleaved_latency(subjects, tuple(thread_counts), runs, warmup, progress=progress)
+    versions = runtime_versions()
+    rows = []
+    for a, s in zip(artifacts, subjects):
+        res = lat[s.label]
+        if "error" in res:
+            raise MexportError(f"latency measurement of {a.label} failed: {res['error']}")
+        for t in thread_counts:
+            m = {k: v for k, v in res["threads"][t].items() if k != "samples_ms"}
+            rows.append({"label": a.label, "threads": t, "runs": runs, **m, "runner": res["runner"], "runtime": res.get("runtime"),
+                         "versions": versions, "method": "each artifact in its own process, timed in interleaved turns"})
+    return rows
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -167,7 +195,14 @@ def _runner(cfg: dict[str, Any]):
         found = discover(cfg["paths"])
         if len(found) != 1:
             raise MexportError(f"{cfg['paths']}: expected one artifact, found {len(found)}")
-        run = found[0].runner(threads=cfg["threads"])
+        # The runtimes imported before the clock starts: "load" is the runtime reading the model,
+        # not Python importing it. With --tflite-python it includes starting that Python and its
+        # runtime: what an app pays too.
+        import ai_edge_litert.interpreter  # noqa: F401
+        import onnxruntime  # noqa: F401
+
+        t0 = time.perf_counter()
+        run = found[0].runner(threads=cfg["threads"], **cfg.get("runner_kw", {}).get(found[0].target, {}))
     load_ms = (time.perf_counter() - t0) * 1e3
     x = np.random.default_rng(0).random((1, 3, *run.spec.refine_size), dtype=np.float32)
     return run, x, load_ms
@@ -194,7 +229,7 @@ def _serve(cfg: dict[str, Any], reply: Callable[[dict[str, Any]], None]) -> None
     first_ms = (time.perf_counter() - t0) * 1e3
     for _ in range(cfg["warmup"]):
         run(x)
-    reply({"load_ms": load_ms, "first_ms": first_ms, "runner": run.name})
+    reply({"load_ms": load_ms, "first_ms": first_ms, "runner": run.name, "runtime": getattr(run, "runtime", None)})
     for line in sys.stdin:
         if json.loads(line).get("quit"):
             reply({"peak_rss_mb": peak_rss_mb()})

@@ -300,13 +300,10 @@ def validate(paths: list[str | Path], data: Path | None = None, model: str | Non
         for rep, lat in zip(reports, latency_vs_baseline(artifacts, references_for_latency, threads or 1, latency_runs, progress)):
             rep.latency = lat
     elif bench or gates.max_latency_ratio is not None:
-        from .latency import measure
+        from .interleave import latency_records
 
-        for i, (art, rep) in enumerate(zip(artifacts, reports)):
-            rep.latency = measure([str(p) for p in art.paths.values()], art.label, threads=threads or 1, runner_kw=runner_kw)
-            rep.latency["method"] = "own process, back-to-back runs"
-            if progress:
-                progress("latency", i + 1, len(artifacts), art.label)
+        for rep, rec in zip(reports, latency_records(artifacts, (threads or 1,), runner_kw=runner_kw, progress=progress)):
+            rep.latency = rec
     for rep in reports:
         apply_gates(rep, gates, base)
     return ValidationReport(reports, source, [s.name for s in samples], versions=runtime_versions()), all_alphas, samples
