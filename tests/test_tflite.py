@@ -316,7 +316,7 @@ def test_reference_fp16_and_int8_fidelity(reference_fused, reference_pipeline, t
     recipe, cal = t.prepare_quantization(reference_pipeline, opts)
     feeds = [t.feed(f, opts) for f in role_inputs(reference_pipeline, "fused", cal.photos, recipe.calibration.max_photos)]
     qdata, sel = q.quantize_static(data, "fused", feeds, recipe, reference_pipeline)
-    assert set(sel) == {"coarse.stage2d.dec.4", "coarse.stage1d.dec.4", "refine", "refine.lowres"}
+    assert set(sel) == {"coarse.stage2d.dec.4", "coarse.stage1d.dec.4", "refine", "refine.lowres", "refine.pool"}
     # The refiner's last op writes the graph output, whose tensor carries the signature's name
     # ("alpha") and no scope: it must still count as the float refiner's (no int8 round trip of the
     # output at 1/255 steps, no QUANTIZE/DEQUANTIZE pair at full resolution).
@@ -324,6 +324,13 @@ def test_reference_fp16_and_int8_fidelity(reference_fused, reference_pipeline, t
     g = m.subgraphs[0]
     last = next(op for op in g.operators if g.outputs[0] in list(op.outputs))
     assert tfl.op_name(m.operatorCodes[last.opcodeIndex]) == "MUL" and g.tensors[last.inputs[0]].type == 0  # float32
+    # refine.pool: the photo's 4x4 pool reads the int8 photo the coarse net's downsample reads (one
+    # QUANTIZE of the full-resolution photo, not a second float read)
+    names = [tfl.op_name(c) for c in m.operatorCodes]
+    full_res_quantize = [op for op in g.operators if names[op.opcodeIndex] == "QUANTIZE" and list(g.tensors[op.outputs[0]].shape)[1] == 1024]
+    pools = [op for op in g.operators if names[op.opcodeIndex] == "DEPTHWISE_CONV_2D" and list(g.tensors[op.inputs[0]].shape)[1:] == [1024, 1024, 3]]
+    assert len(full_res_quantize) == 1 and len(pools) == 2
+    assert all(op.inputs[0] == full_res_quantize[0].outputs[0] for op in pools)
     int8 = _psnrs(qdata, reference_pipeline, photos, tmp_path, "int8", "int8")
     assert np.median([p for p, _ in int8]) >= 35
     assert tfl.inspect(qdata)["int8_weight_share"] > 0.9

@@ -59,14 +59,7 @@ class Refiner(nn.Module):
         )
         self.coef = nn.Conv2d(width, 5, 1)  # A_r, A_g, A_b, A_alpha, b
         self.band = Band()
-        # Not in the state dict: the weights file holds the trained parameters only. The
-        # normalization as a multiply-add, not (x - mean) / std: coremltools 9.0's fuse_bias_conv
-        # negates a subtracted constant in place (`bias_value *= -1`), and a constant used twice
-        # (here also by the coefficient fold) then reaches its other op negated (measured: Core
-        # ML refine graph off by 1.0 in alpha).
-        m, sd = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
-        self.register_buffer("inv_std", (1.0 / sd).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("shift", (-m / sd).view(1, 3, 1, 1), persistent=False)
+        self.pool = PhotoPool(LOWRES_FACTOR, mean, std)
         with torch.no_grad():
             self.coef.weight.zero_()
             self.coef.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0]))
@@ -87,16 +80,17 @@ class Refiner(nn.Module):
         - the blend c + band.(clamp(r) - c), a convex combination of values in [0, 1], is clamped
           the same way, so the pipeline's final clamp is left out (``output_in_unit_range``)."""
         low_c = box_pool(coarse_up, LOWRES_FACTOR)
-        low = torch.cat([box_pool(image, LOWRES_FACTOR) * self.inv_std + self.shift, low_c], 1)
+        low = torch.cat([self.pool(image), low_c], 1)
         coef = self.coef(self.lowres(low))
-        a_rgb, a_c, b = coef[:, :3] * self.inv_std, coef[:, 3:4], coef[:, 4:5]
-        b = b + (coef[:, :3] * self.shift).sum(1, keepdim=True)
+        a_rgb, a_c, b = coef[:, :3] * self.pool.inv_std, coef[:, 3:4], coef[:, 4:5]
+        b = b + (coef[:, :3] * self.pool.shift).sum(1, keepdim=True)
         size = image.shape[2:]
 
         def up(t: torch.Tensor) -> torch.Tensor:
             return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
 
-        refined6 = F.relu6((up(6.0 * a_rgb) * image).sum(1, keepdim=True) + up(6.0 * a_c) * coarse_up + up(6.0 * b))
+        dot = F.conv2d(up(6.0 * a_rgb) * image, torch.ones(1, 3, 1, 1, dtype=image.dtype, device=image.device))
+        refined6 = F.relu6(dot + up(6.0 * a_c) * coarse_up + up(6.0 * b))
         # Blended at 6x scale too, so the clamp that keeps float rounding (measured: -4e-9 and
         # 1 + 1e-7 on real photos) inside the contract's [0, 1] is again a RELU6 fused into the add.
         c6 = 6.0 * coarse_up
@@ -128,6 +122,28 @@ class Refiner(nn.Module):
         """Conv MACs per full-resolution pixel (the guided apply and the band are elementwise)."""
         low = 9 * (4 * width + 3 * width * width) + width * 5
         return low / LOWRES_FACTOR**2
+
+
+class PhotoPool(nn.Module):
+    """The photo box-pooled to 1/4 resolution and normalized there (pooling is linear, so this is
+    the pooled normalized photo). A module of its own so that a quantization recipe can name it
+    (``refine.pool``): it reads the full-resolution photo, which an int8 graph has already quantized
+    for the coarse net, and converters fuse the normalization into the pool's depthwise conv."""
+
+    def __init__(self, k: int, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.k = k
+        # Not in the state dict: the weights file holds the trained parameters only. A multiply-add,
+        # not (x - mean) / std: coremltools 9.0's fuse_bias_conv negates a subtracted constant in
+        # place (`bias_value *= -1`), and a constant used twice (``shift`` is also used by the
+        # refiner's coefficient fold) then reaches its other op negated (measured: Core ML refine
+        # graph off by 1.0 in alpha).
+        m, sd = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+        self.register_buffer("inv_std", (1.0 / sd).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", (-m / sd).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return box_pool(x, self.k) * self.inv_std + self.shift
 
 
 class Band(nn.Module):
