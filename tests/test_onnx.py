@@ -156,3 +156,25 @@ def test_model_that_does_not_trace_names_the_op(tmp_path):
     r = invoke("onnx", "--model", f"{model}:factory", "-o", out)
     assert r.exit_code == 2 and "aten::fft_fft2" in one_error_line(r.output)
     assert not out.exists() and not any(p.name.startswith(".mexport-") for p in tmp_path.iterdir())
+
+
+def test_dynamic_int8_keeps_convs_with_computed_weights_float():
+    """A conv whose kernel is built in forward (the refiner's 1x1 channel sum) has no initializer
+    weight; onnxruntime's dynamic quantizer raised on it, so it stays float, the others quantize."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mexport.export.onnx import OnnxTarget
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    ones = helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.ones((1, 4, 1, 1), np.float32)))
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["h"], name="learned", pads=[1, 1, 1, 1]), ones,
+         helper.make_node("Conv", ["h", "k"], ["y"], name="computed")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    q = OnnxTarget._quantize_dynamic(model, None)
+    ops = {n.name: n.op_type for n in q.graph.node}
+    assert ops.get("computed") == "Conv"  # kept float
+    assert any(t.data_type == TensorProto.INT8 for t in q.graph.initializer)  # the learned conv's weight went int8

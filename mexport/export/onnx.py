@@ -175,6 +175,12 @@ class OnnxTarget(Target):
         from ..quantize.onnx_int8 import node_module_paths
 
         exclude = [n.name for n, p in zip(model.graph.node, node_module_paths(model)) if recipe and recipe.precision_of(p) == "float"]
+        # Weights computed in the graph (a fixed kernel built in forward, like the refiner's 1x1
+        # channel sum) are not initializers, and onnxruntime's dynamic quantizer raises on them
+        # ("Expected ... to be an initializer"): those ops stay float.
+        inits = {i.name for i in model.graph.initializer}
+        exclude += [n.name for n in model.graph.node
+                    if n.op_type in ("Conv", "MatMul", "Gemm") and len(n.input) > 1 and n.input[1] not in inits]
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
             onnx.save(model, src)
