@@ -64,3 +64,12 @@ def test_refiner_deployed_form_is_the_reference_maths(reference_pipeline):
     band = (ref - up).abs() > 1e-3
     assert band.float().mean() > 0.05  # the refiner really moved the alpha: the check compares something
     assert deployed.min() >= -1e-6 and deployed.max() <= 1 + 1e-6  # convex blend: no clamp needed
+
+
+def test_refiner_photo_pool_traces_with_torch_fx():
+    """Core ML W8A8 quantizes the recipe's int8 modules through torch.fx (refine.pool is one): a
+    kernel shaped from the input did not trace ("int() argument must be ... not 'Proxy'")."""
+    pool = Refiner().pool
+    gm = torch.fx.symbolic_trace(pool)
+    x = torch.rand(1, 3, 16, 16)
+    assert torch.allclose(gm(x), pool(x)) and pool(x).shape == (1, 3, 4, 4)

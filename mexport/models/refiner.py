@@ -141,9 +141,12 @@ class PhotoPool(nn.Module):
         m, sd = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
         self.register_buffer("inv_std", (1.0 / sd).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("shift", (-m / sd).view(1, 3, 1, 1), persistent=False)
+        # box_pool's kernel as a buffer: torch.fx (Core ML W8A8 quantizes this module) cannot
+        # trace a kernel shaped from the input.
+        self.register_buffer("kernel", torch.full((3, 1, k, k), 1.0 / (k * k)), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return box_pool(x, self.k) * self.inv_std + self.shift
+        return F.conv2d(x, self.kernel, stride=self.k, groups=3) * self.inv_std + self.shift
 
 
 class Band(nn.Module):
