@@ -68,7 +68,7 @@ class Refiner(nn.Module):
         """The deployed form of ``reference`` (same maths, equal up to float rounding; a test holds
         them within 2e-6). Everything that can move to 1/4 resolution does, because the
         full-resolution elementwise passes are memory-bound and were most of the refiner's time
-        (LiteRT fp32 refine graph 54 -> 39 ms; in int8 exports they were float passes beside an int8
+        (LiteRT fp32 refine graph 58 -> 37 ms, reports/tflite.md; in int8 exports they were float passes beside an int8
         coarse net):
         - box pooling is linear, so the photo is pooled raw and normalized at 1/4 resolution, and
           A.((I - mean) / std) + b = (A / std).I + (b + A.shift), shift = -mean / std: the normalization folds into
