@@ -108,10 +108,13 @@ def main() -> None:
         module, _ = tfl.export_module(pipe, role, opts)
         data = tfl.litert_convert(module, role, tfl.sample_inputs(pipe, role, opts))
         feeds = [t.feed(f, opts) for f in role_inputs(pipe, role, cal.photos, recipe.calibration.max_photos)]
+        # mexport's int8 converts the recipe's re-parameterized copy (split convs), as `mexport tflite --int8` does
+        split = tfl.quantization_pipeline(pipe, opts8, recipe)
+        data8 = data if split is pipe else tfl.litert_convert(tfl.export_module(split, role, opts)[0], role, tfl.sample_inputs(split, role, opts))
         variants = {"fp32": ("fp32", data), "fp16": ("fp16", q.quantize_fp16(data)),
                     "dynamic int8": ("dynamic-int8", q.quantize_dynamic_int8(data)),
                     "naive int8 (static_wi8_ai8)": ("int8", q.quantize_static(data, role, feeds, naive, pipe)[0]),
-                    "mexport int8 (tflite-int8)": ("int8", q.quantize_static(data, role, feeds, recipe, pipe)[0])}
+                    "mexport int8 (tflite-int8)": ("int8", q.quantize_static(data8, role, feeds, recipe, split)[0])}
         evals = role_inputs(pipe, role, photos)
         graph = pipe.graph(role)
         with torch.inference_mode():

@@ -217,6 +217,35 @@ def test_recipe_layer_selects_exactly_its_ops(tiny_u2netp):
         q.recipe_entries(data, Recipe(name="t", layers={"coarse.stage9": "float"}), tiny_u2netp, "coarse", int8_io=False)
 
 
+def test_int8_split_recipe_reaches_the_graph(tiny_u2netp, tmp_path):
+    """A recipe's split_inputs is applied before conversion: the split conv's main part is int8,
+    its one-channel side conv float, nothing else float; the check runs against the unsplit model."""
+    import copy
+
+    from mexport.quantize.recipe import Recipe
+
+    pipe = copy.deepcopy(tiny_u2netp)
+    with torch.no_grad():  # no never-active channel: an all-zero int8 tensor has no scale, and XNNPACK refuses the graph
+        for m in pipe.modules():
+            if isinstance(m, nn.Conv2d):
+                m.bias.fill_(0.05)
+    path = tmp_path / "r.json"
+    path.write_text(Recipe(name="s", layers={"coarse.stage2d.dec.4.0": "float", "coarse.stage2d.dec.4.0.main": "int8"},
+                           split_inputs={"coarse.stage2d.dec.4.0": [3]}).to_json())
+    t = get_target("tflite")
+    r = export("tflite", pipe, tmp_path / "o", t.Options(precision="int8", recipe=path, min_psnr=20), roles=("coarse", "fused"))
+    assert type(pipe.coarse.stage2d.dec[4][0]) is nn.Conv2d
+    facts = json.loads((r.out_dir / "check.json").read_text())["facts"]["coarse"]
+    sel = facts["recipe_selection"]
+    assert [o.split(":")[1] for o in sel["coarse.stage2d.dec.4.0.main"]["ops"]] == ["CONV_2D"]
+    assert sel["coarse.stage2d.dec.4.0"]["precision"] == "float"
+    m = tfl._model_t(r.files["coarse"].read_bytes())
+    g = m.subgraphs[0]
+    float_w = [(tfl.op_name(m.operatorCodes[op.opcodeIndex]), [int(s) for s in g.tensors[op.inputs[1]].shape]) for op in g.operators
+               if tfl.op_name(m.operatorCodes[op.opcodeIndex]) in ("CONV_2D", "DEPTHWISE_CONV_2D") and g.tensors[op.inputs[1]].type == 0]
+    assert float_w == [("DEPTHWISE_CONV_2D", [1, 3, 3, 8])]
+
+
 def test_cli_tflite(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
@@ -315,8 +344,16 @@ def test_reference_fp16_and_int8_fidelity(reference_fused, reference_pipeline, t
     opts = t.Options(precision="int8")
     recipe, cal = t.prepare_quantization(reference_pipeline, opts)
     feeds = [t.feed(f, opts) for f in role_inputs(reference_pipeline, "fused", cal.photos, recipe.calibration.max_photos)]
-    qdata, sel = q.quantize_static(data, "fused", feeds, recipe, reference_pipeline)
-    assert set(sel) == {"coarse.stage2d.dec.4", "coarse.stage1d.dec.4", "refine", "refine.lowres", "refine.pool"}
+    # The default recipe splits the outlier input channel off both int8-hostile convs: their main
+    # parts go back to int8 (the small side convs and the adds stay float).
+    assert recipe.split_inputs == {"coarse.stage1d.dec.4.0": (12,), "coarse.stage2d.dec.4.0": (14,)}
+    split = tfl.quantization_pipeline(reference_pipeline, opts, recipe)
+    assert split is not reference_pipeline and type(reference_pipeline.coarse.stage2d.dec[4][0]).__name__ == "Conv2d"
+    module, _ = tfl.export_module(split, "fused", opts)
+    qdata, sel = q.quantize_static(tfl.litert_convert(module, "fused", tfl.sample_inputs(split, "fused", opts)), "fused", feeds, recipe, split)
+    assert set(sel) == {"coarse.stage2d.dec.4", "coarse.stage1d.dec.4", "coarse.stage2d.dec.4.0.main", "coarse.stage1d.dec.4.0.main",
+                        "refine", "refine.lowres", "refine.pool"}
+    assert [o.split(":")[1] for o in sel["coarse.stage2d.dec.4.0.main"]["ops"]] == ["CONV_2D"]
     # The refiner's last op writes the graph output, whose tensor carries the signature's name
     # ("alpha") and no scope: it must still count as the float refiner's (no int8 round trip of the
     # output at 1/255 steps, no QUANTIZE/DEQUANTIZE pair at full resolution).

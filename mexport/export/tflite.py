@@ -138,6 +138,17 @@ def export_module(pipeline, role: str, options: TfliteOptions):
     return wrapper, wide
 
 
+def quantization_pipeline(pipeline, options: TfliteOptions, recipe=None):
+    """The pipeline an export converts: for int8 with a recipe that splits convs
+    (``Recipe.split_inputs``), a re-parameterized copy (same maths), which calibration and layer
+    selection then address too; the export's check still compares against the original."""
+    if options.precision != "int8" or recipe is None or not recipe.split_inputs:
+        return pipeline
+    from ..quantize.split import split_inputs
+
+    return split_inputs(pipeline, recipe.split_inputs)
+
+
 def to_layout(a: np.ndarray, layout: str) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(0, 2, 3, 1) if layout == "nhwc" else a)
 
@@ -412,6 +423,7 @@ class TfliteTarget(Target):
         from ..quantize import tflite_int8 as q
 
         options = options if isinstance(options, TfliteOptions) else TfliteOptions(**vars(options))
+        pipeline = quantization_pipeline(pipeline, options, recipe)
         module, swaps = export_module(pipeline, role, options)
         data = litert_convert(module, role, sample_inputs(pipeline, role, options))
         selection: dict[str, Any] = {}

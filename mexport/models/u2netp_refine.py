@@ -33,7 +33,16 @@ INT8_LAYERS = {
                     "nothing at int8's 1/255 steps, and the pool reads the photo the coarse net's downsample "
                     "already quantized"),
 }
-MODEL_META = {"int8_float_layers": INT8_FLOAT_LAYERS, "int8_layers": INT8_LAYERS,
+# Both coarse layers above owe their imbalance to one input channel (measured on the calibration
+# photos). Where the target can split it off into a conv of its own (Recipe.split_inputs, TFLite),
+# the rest of the layer's conv goes back to int8 and only that small conv and the add stay float.
+INT8_SPLIT_INPUTS = {
+    "coarse.stage2d.dec.4.0": ([14], "input channel 14 (dec.3's output) reaches 228 with weights up to 5.6; the other "
+                                     "31 peak at 3-72 with weights <= 0.16. Fused LiteRT int8 8 ms faster (reports/tflite.md)"),
+    "coarse.stage1d.dec.4.0": ([12], "input channel 12 reaches 54 with weights up to 1.06; the other 31 peak at <= 11 "
+                                     "with weights <= 0.12"),
+}
+MODEL_META = {"int8_float_layers": INT8_FLOAT_LAYERS, "int8_layers": INT8_LAYERS, "int8_split_inputs": INT8_SPLIT_INPUTS,
               "license": "Apache-2.0 (U^2-Net weights); refiner: MIT (mexport)"}
 
 REFINER_FILE = "refiner.safetensors"

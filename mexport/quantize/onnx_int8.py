@@ -29,6 +29,9 @@ def resolve_recipe(options, pipeline) -> Recipe:
     from .recipes import model_default_recipe
 
     recipe = load_recipe(options.recipe) if options.recipe else model_default_recipe(pipeline, "onnx")
+    if recipe.split_inputs:
+        raise InputError(f"recipe {recipe.name!r}: split_inputs is applied by the TFLite target only; "
+                         "for ONNX keep those layers float in 'layers' instead")
     if options.calib_method:
         from dataclasses import replace
 

@@ -11,11 +11,17 @@ TFLite and (later) sensitivity-analysis commands read and write this one format 
       "default": "int8",                      # precision of every layer not listed
       "calibration": {"method": "minmax", "per_channel": true, "symmetric_activations": false},
       "layers": {"coarse.side.0": "float", "coarse.fuse": "int16"},
+      "split_inputs": {"coarse.stage2d.dec.4.0": [14]},   # optional, TFLite only (see below)
       "notes": "why each layer is listed"
     }
 
 A layer key matches a module path exactly or as a prefix ending at a dot (``coarse.stage1`` covers
 ``coarse.stage1.conv_in.0``); the longest matching key wins.
+
+``split_inputs`` names convs whose listed input channels move into a conv of their own before
+quantization (:mod:`mexport.quantize.split`, same maths): the conv at ``K`` becomes ``K.main`` (the
+other channels) plus ``K.side`` (those channels), which ``layers`` can then name, e.g. ``K``: float
+with ``K.main``: int8. Only the TFLite target applies it; the others reject such a recipe.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class Recipe:
     default: str = "int8"
     calibration: Calibration = field(default_factory=Calibration)
     layers: dict[str, str] = field(default_factory=dict)
+    split_inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -68,6 +75,16 @@ class Recipe:
             if not k or k.startswith(".") or k.endswith("."):
                 raise ValueError(f"layer key {k!r} must be a module path like 'coarse.stage1.conv_in.0'")
         object.__setattr__(self, "layers", dict(sorted(self.layers.items())))
+        splits = {}
+        for k, chans in self.split_inputs.items():
+            if not k or k.startswith(".") or k.endswith("."):
+                raise ValueError(f"split_inputs key {k!r} must be a conv's module path like 'coarse.stage2d.dec.4.0'")
+            if isinstance(chans, (str, bytes)) or not chans or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in chans):
+                raise ValueError(f"split_inputs {k!r}: give a non-empty list of input channel indices (ints >= 0), got {chans!r}")
+            if len(set(chans)) != len(chans):
+                raise ValueError(f"split_inputs {k!r}: channel listed twice in {list(chans)}")
+            splits[k] = tuple(chans)
+        object.__setattr__(self, "split_inputs", dict(sorted(splits.items())))
 
     def precision_of(self, module_path: str) -> str:
         best, prec = -1, self.default
@@ -77,7 +94,10 @@ class Recipe:
         return prec
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, **asdict(self)}
+        d = {"schema": SCHEMA, **asdict(self)}
+        if not d["split_inputs"]:  # recipes without splits keep the form (and sha256) they had before the field
+            del d["split_inputs"]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -88,7 +108,7 @@ class Recipe:
         schema = d.pop("schema", None)
         if schema != SCHEMA:
             raise ValueError(f"recipe schema {schema!r} is not supported (expected {SCHEMA})")
-        unknown = set(d) - {"name", "default", "calibration", "layers", "notes"}
+        unknown = set(d) - {"name", "default", "calibration", "layers", "split_inputs", "notes"}
         if unknown:
             raise ValueError(f"unknown recipe fields {sorted(unknown)}")
         return cls(**d)

@@ -17,12 +17,22 @@ def naive_int8() -> Recipe:
     return Recipe(name="naive-int8", default="int8", calibration=Calibration("minmax", per_channel=True))
 
 
+# Targets whose converter applies Recipe.split_inputs (mexport.quantize.split).
+SPLIT_TARGETS = ("tflite",)
+
+
 def model_default_recipe(pipeline, target: str) -> Recipe:
     """mexport's default int8 for a model: everything int8 (per-channel weights, MinMax) except the
     layers the model declares int8-hostile (``MattingModel.meta["int8_float_layers"]``, measured),
-    minus narrower layers inside them it declares safe again (``meta["int8_layers"]``)."""
-    keep = pipeline.model_info.meta.get("int8_float_layers", {})
-    back = pipeline.model_info.meta.get("int8_layers", {})  # narrower keys inside a float one, back to int8
-    notes = "; ".join(f"{k}: {v}" for k, v in {**keep, **back}.items()) or "no layer kept in float"
+    minus narrower layers inside them it declares safe again (``meta["int8_layers"]``). On a target
+    that splits convs, a conv the model declares in ``meta["int8_split_inputs"]`` (conv path ->
+    (input channels, why)) is split and its ``main`` part goes back to int8."""
+    meta = pipeline.model_info.meta
+    keep = meta.get("int8_float_layers", {})
+    back = meta.get("int8_layers", {})  # narrower keys inside a float one, back to int8
+    splits = meta.get("int8_split_inputs", {}) if target in SPLIT_TARGETS else {}
+    notes = "; ".join([f"{k}: {v}" for k, v in {**keep, **back}.items()]
+                      + [f"{k}: input channels {list(ch)} split off ({why}); {k}.main int8" for k, (ch, why) in splits.items()])
     return Recipe(name=f"{target}-int8", default="int8", calibration=Calibration("minmax", per_channel=True),
-                  layers={**{k: "float" for k in keep}, **{k: "int8" for k in back}}, notes=notes)
+                  layers={**{k: "float" for k in keep}, **{k: "int8" for k in back}, **{f"{k}.main": "int8" for k in splits}},
+                  split_inputs={k: tuple(ch) for k, (ch, _) in splits.items()}, notes=notes or "no layer kept in float")

@@ -1,0 +1,92 @@
+"""Input-channel splitting (mexport.quantize.split) and the recipe field that asks for it."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from mexport.errors import InputError
+from mexport.quantize.recipe import Recipe
+from mexport.quantize.split import SplitConv, split_inputs
+
+
+@pytest.mark.parametrize("channels", [(1,), (0, 5)])
+def test_split_conv_computes_the_conv(channels):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 6, 3, padding=2, dilation=2)
+    with torch.no_grad():
+        conv.weight[:, channels[0]] *= 40  # the outlier input channel the split exists for
+    x = torch.rand(2, 8, 12, 10) * 5
+    split = SplitConv(conv, channels)
+    with torch.no_grad():
+        want, got = conv(x), split(x)
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+    # main carries every other channel's weights, none of the split ones', and no bias; side has the bias
+    assert split.main.bias is None and torch.equal(split.side.bias, conv.bias)
+    assert split.main.weight[:, list(channels)].abs().max() == 0 and split.side.weight.shape[1] == len(channels)
+    assert split.main.weight.abs().amax(dim=(0, 2, 3)).max() < conv.weight.abs().max() / 10
+
+
+def _pipe():
+    from mexport.models.pipeline import MattingModel, MattingPipeline
+    from mexport.models.u2netp import U2NetP
+    from mexport.spec import PipelineSpec
+
+    torch.manual_seed(0)
+    return MattingPipeline(MattingModel(coarse=U2NetP(mid=4, width=8), spec=PipelineSpec(coarse_size=(64, 64), refine_size=(128, 128)),
+                                        name="tiny-u2netp", weights_sha256="0" * 64))
+
+
+def test_split_inputs_copies_and_keeps_the_maths():
+    pipe = _pipe()
+    out = split_inputs(pipe, {"coarse.stage2d.dec.4.0": (3,), "coarse.side.0": (0, 7)})
+    assert type(pipe.coarse.stage2d.dec[4][0]) is nn.Conv2d  # the user's pipeline is untouched
+    assert isinstance(out.coarse.stage2d.dec[4][0], SplitConv) and isinstance(out.coarse.side[0], SplitConv)
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        assert (out(x) - pipe(x)).abs().max() <= 1e-5
+    assert split_inputs(pipe, {}) is pipe
+
+
+@pytest.mark.parametrize("splits, match", [
+    ({"coarse.stage9.0": (0,)}, "not a module"),
+    ({"coarse.stage2d.dec.4": (0,)}, "ConvReLU, not a plain"),
+    ({"coarse.stage2d.dec.4.0": (8,)}, "has 8 input channels"),
+    ({"coarse.side.0": tuple(range(8))}, "cannot split off"),
+])
+def test_split_inputs_bad_keys(splits, match):
+    with pytest.raises(InputError, match=match):
+        split_inputs(_pipe(), splits)
+
+
+def test_recipe_split_inputs_round_trip_and_validation():
+    r = Recipe(name="r", layers={"coarse.x": "float", "coarse.x.main": "int8"}, split_inputs={"coarse.x": [3, 1]})
+    assert r.split_inputs == {"coarse.x": (3, 1)}
+    d = json.loads(r.to_json())
+    assert d["split_inputs"] == {"coarse.x": [3, 1]} and Recipe.from_dict(d) == r
+    # recipes without splits serialize as before the field existed (their sha256 is unchanged)
+    assert "split_inputs" not in json.loads(Recipe(name="r").to_json())
+    for bad in ({"coarse.x": []}, {"coarse.x": [-1]}, {"coarse.x": [1, 1]}, {"coarse.x": "3"}, {".x": [0]}, {"coarse.x": [True]}):
+        with pytest.raises(ValueError):
+            Recipe(name="r", split_inputs=bad)
+
+
+def test_only_tflite_applies_splits(tmp_path):
+    from mexport.quantize import coreml_w8a8, onnx_int8
+    from mexport.quantize.recipes import model_default_recipe
+
+    path = tmp_path / "r.json"
+    path.write_text(Recipe(name="r", split_inputs={"coarse.x": [0]}).to_json())
+    with pytest.raises(InputError, match="TFLite target only"):
+        onnx_int8.resolve_recipe(SimpleNamespace(recipe=path, calib_method=None), None)
+    with pytest.raises(InputError, match="TFLite target only"):
+        coreml_w8a8.check_recipe(Recipe(name="r", split_inputs={"coarse.x": [0]}))
+    meta = {"int8_float_layers": {"coarse.a.0": "why"}, "int8_split_inputs": {"coarse.a.0": ([2], "one channel")}}
+    pipe = SimpleNamespace(model_info=SimpleNamespace(meta=meta))
+    tfl, onnx = model_default_recipe(pipe, "tflite"), model_default_recipe(pipe, "onnx")
+    assert tfl.split_inputs == {"coarse.a.0": (2,)} and tfl.layers == {"coarse.a.0": "float", "coarse.a.0.main": "int8"}
+    assert onnx.split_inputs == {} and onnx.layers == {"coarse.a.0": "float"}
