@@ -13,7 +13,8 @@ from .pipeline import MattingModel
 from .registry import register_model
 
 # Layers that int8 weights break, measured (reports/onnx.md, reports/tflite.md): every target's
-# default int8 recipe keeps them in float. The weight imbalance is in U^2-Net-p's trained weights.
+# default int8 recipe keeps them in float (TFLite's only partly: INT8_SPLIT_INPUTS below). The
+# weight imbalance is in U^2-Net-p's trained weights.
 INT8_FLOAT_LAYERS = {
     "coarse.stage2d.dec.4": (
         "32->64 ch conv at 160x160 over cat(upsample(dec.3), enc.0): one input channel reaches ~228 while the others "
