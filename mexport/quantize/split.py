@@ -46,9 +46,9 @@ class SplitConv(nn.Module):
                 self.side.bias.copy_(conv.bias.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Contiguous slices, not an index list: each lowers to one SLICE (a gather would not).
-        picked = torch.cat([x[:, c:c + 1] for c in self.channels], 1) if len(self.channels) > 1 else x[:, self.channels[0]:self.channels[0] + 1]
-        return self.main(x) + self.side(picked)
+        # Slices, not an index list: each lowers to one SLICE (a gather would not).
+        parts = [x[:, c:c + 1] for c in self.channels]
+        return self.main(x) + self.side(parts[0] if len(parts) == 1 else torch.cat(parts, 1))
 
 
 def split_inputs(pipeline, splits: dict[str, tuple[int, ...]]):
