@@ -33,7 +33,8 @@ class SplitConv(nn.Module):
     def __init__(self, conv: nn.Conv2d, channels: tuple[int, ...]) -> None:
         super().__init__()
         self.channels = tuple(channels)
-        kw = dict(kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding, dilation=conv.dilation)
+        kw = dict(kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                  padding_mode=conv.padding_mode)
         self.main = nn.Conv2d(conv.in_channels, conv.out_channels, bias=False, **kw)
         self.side = nn.Conv2d(len(self.channels), conv.out_channels, bias=conv.bias is not None, **kw)
         idx = list(self.channels)
