@@ -219,16 +219,12 @@ def test_recipe_layer_selects_exactly_its_ops(tiny_u2netp):
 
 def test_int8_split_recipe_reaches_the_graph(tiny_u2netp, tmp_path):
     """A recipe's split_inputs is applied before conversion: the split conv's main part is int8,
-    its one-channel side conv float, nothing else float; the check runs against the unsplit model."""
-    import copy
-
+    its one-channel side conv float, nothing else float; the check runs against the unsplit model.
+    This random net also has never-active ReLU channels, whose all-zero tensors once got int8 scale
+    0 and made XNNPACK refuse the whole graph (calibration now widens such ranges)."""
     from mexport.quantize.recipe import Recipe
 
-    pipe = copy.deepcopy(tiny_u2netp)
-    with torch.no_grad():  # no never-active channel: an all-zero int8 tensor has no scale, and XNNPACK refuses the graph
-        for m in pipe.modules():
-            if isinstance(m, nn.Conv2d):
-                m.bias.fill_(0.05)
+    pipe = tiny_u2netp
     path = tmp_path / "r.json"
     path.write_text(Recipe(name="s", layers={"coarse.stage2d.dec.4.0": "float", "coarse.stage2d.dec.4.0.main": "int8"},
                            split_inputs={"coarse.stage2d.dec.4.0": [3]}).to_json())
@@ -244,6 +240,28 @@ def test_int8_split_recipe_reaches_the_graph(tiny_u2netp, tmp_path):
     float_w = [(tfl.op_name(m.operatorCodes[op.opcodeIndex]), [int(s) for s in g.tensors[op.inputs[1]].shape]) for op in g.operators
                if tfl.op_name(m.operatorCodes[op.opcodeIndex]) in ("CONV_2D", "DEPTHWISE_CONV_2D") and g.tensors[op.inputs[1]].type == 0]
     assert float_w == [("DEPTHWISE_CONV_2D", [1, 3, 3, 8])]
+
+
+def test_constant_calibration_ranges_are_widened():
+    qsvs = {"dead": {"min": np.zeros(1, np.float32), "max": np.zeros(1, np.float32)},
+            "const": {"min": np.full(1, 2.0, np.float32), "max": np.full(1, 2.0, np.float32)},
+            "live": {"min": np.full(1, -1.0, np.float32), "max": np.full(1, 3.0, np.float32)}, "other": {"x": 1}}
+    out = q._nonzero_ranges(qsvs)
+    assert (out["dead"]["min"][0], out["dead"]["max"][0]) == (0.0, 1.0)
+    assert (out["const"]["min"][0], out["const"]["max"][0]) == (0.0, 2.0)
+    assert (out["live"]["min"][0], out["live"]["max"][0]) == (-1.0, 3.0) and out["other"] == {"x": 1}
+
+
+def test_unpreparable_model_is_a_conversion_error(tiny_exports):
+    """A graph LiteRT cannot prepare is reported as a ConversionError (a one-line CLI message), not
+    the interpreter's RuntimeError: here an int8 activation whose scale is 0."""
+    m = tfl._model_t(tiny_exports["int8"].files["fused"].read_bytes())
+    g = m.subgraphs[0]
+    act = next(t for t in g.tensors if t.type == 9 and t.quantization is not None and t.quantization.scale is not None
+               and len(t.quantization.scale) == 1 and not len(m.buffers[t.buffer].data if m.buffers[t.buffer].data is not None else []))
+    act.quantization.scale = [0.0]
+    with pytest.raises(ConversionError, match="cannot prepare the converted model"):
+        tfl.delegation(tfl._pack(m))
 
 
 def test_cli_tflite(tmp_path, monkeypatch):

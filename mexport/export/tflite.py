@@ -358,8 +358,12 @@ def delegation(data: bytes, num_threads: int = 1) -> dict[str, Any]:
     inputs recovers the nodes it replaced. Nodes in no partition run on the builtin kernels."""
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_content=data, num_threads=num_threads)
-    it.allocate_tensors()
+    try:
+        it = Interpreter(model_content=data, num_threads=num_threads)
+        it.allocate_tensors()
+    except (RuntimeError, ValueError) as e:
+        first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise ConversionError(f"LiteRT cannot prepare the converted model: {first[:300]}") from None
     return delegation_of(it._get_ops_details())  # the only Python view of the execution plan
 
 

@@ -237,7 +237,21 @@ def calibrate(data: bytes, signature: str, feeds: list[dict[str, np.ndarray]], e
     # Quantizer.calibrate() fixes the update function to the moving average: drive the Calibrator
     # with the quantizer's own recipe manager instead (private attribute, ai-edge-quantizer 0.10).
     cal.calibrate({signature: feeds}, q._recipe_manager)
-    return cal.get_model_qsvs()
+    return _nonzero_ranges(cal.get_model_qsvs())
+
+
+def _nonzero_ranges(qsvs: dict) -> dict:
+    """A tensor that was constant on every calibration photo (a never-active ReLU's all-zero output)
+    has min == max, so ai-edge-quantizer gives it scale 0 (a NaN cast) and XNNPACK refuses the whole
+    graph ("failed to create XNNPACK runtime"). Its range is widened to include 0, and to [0, 1] when it
+    was 0 itself: the constant stays exactly representable."""
+    out = {}
+    for name, q in qsvs.items():
+        if "min" in q and "max" in q:
+            lo, hi = np.minimum(q["min"], 0), np.maximum(q["max"], 0)
+            q = {**q, "min": lo, "max": np.where(hi > lo, hi, lo + 1.0).astype(np.asarray(q["max"]).dtype)}
+        out[name] = q
+    return out
 
 
 def quantize_static(data: bytes, signature: str, feeds: list[dict[str, np.ndarray]], recipe: Recipe, pipeline,
