@@ -29,9 +29,7 @@ def check_recipe(recipe: Recipe) -> None:
     """Core ML W8A8 has two layer precisions: int8 and float (whatever the program computes in)."""
     if recipe.default != "int8":
         raise InputError(f"Core ML w8a8: the recipe's default precision must be int8, got {recipe.default!r}")
-    if recipe.split_inputs:
-        raise InputError(f"recipe {recipe.name!r}: split_inputs is applied by the TFLite target only; "
-                         "for Core ML keep those layers float in 'layers' instead")
+    recipe.require_no_splits("Core ML")
     bad = {k: v for k, v in recipe.layers.items() if v not in ("int8", "float")}
     if bad:
         raise InputError(f"Core ML w8a8 takes int8 or float layers only; recipe asks {bad}")

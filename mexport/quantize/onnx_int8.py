@@ -29,9 +29,7 @@ def resolve_recipe(options, pipeline) -> Recipe:
     from .recipes import model_default_recipe
 
     recipe = load_recipe(options.recipe) if options.recipe else model_default_recipe(pipeline, "onnx")
-    if recipe.split_inputs:
-        raise InputError(f"recipe {recipe.name!r}: split_inputs is applied by the TFLite target only; "
-                         "for ONNX keep those layers float in 'layers' instead")
+    recipe.require_no_splits("ONNX")
     if options.calib_method:
         from dataclasses import replace
 

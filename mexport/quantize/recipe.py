@@ -86,6 +86,12 @@ class Recipe:
             splits[k] = tuple(chans)
         object.__setattr__(self, "split_inputs", dict(sorted(splits.items())))
 
+    def require_no_splits(self, target: str) -> None:
+        """For the targets that do not apply ``split_inputs`` (all but TFLite)."""
+        if self.split_inputs:
+            raise InputError(f"recipe {self.name!r}: split_inputs is applied by the TFLite target only; "
+                             f"for {target} keep those layers float in 'layers' instead")
+
     def precision_of(self, module_path: str) -> str:
         best, prec = -1, self.default
         for key, p in self.layers.items():
