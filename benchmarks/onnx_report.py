@@ -78,15 +78,29 @@ def main() -> None:
                      "min_psnr": f.min_psnr, "max_abs": f.max_abs,
                      "size": {r: (d / f"{r}.onnx").stat().st_size for r in ("coarse", "refine", "fused")}})
         print(rows[-1], flush=True)
+    # The ORT format (`mexport onnx --ort`) of the float and the default int8 model: what
+    # onnxruntime-mobile loads, after onnxruntime's ARM graph optimizations.
+    ort_rows = []
+    for label, precision in (("fp32", "fp32"), ("mexport int8 (default)", "int8")):
+        d = tmp / ("ort_" + precision)
+        export("ort", pipe, d, get_target("ort").Options(precision=precision, check=False))
+        f = fidelity(OnnxRunner(d / "fused.ort"), ref, tensors)
+        facts = json.loads((d / "check.json").read_text())["facts"]["fused"]
+        dirs[f"{label} .ort"] = d
+        ort_rows.append({"variant": f"{label} .ort", "precision": precision, "median_psnr": f.median_psnr, "min_psnr": f.min_psnr,
+                         "max_abs": f.max_abs, "size": (d / "fused.ort").stat().st_size, "mobile": facts["mobile_usability"],
+                         "required_operators": facts["required_operators"]})
+        print(ort_rows[-1], flush=True)
     lat = {}
     # The fused model, the headline: each variant in a process of its own, timed in turns (the
     # benchmark matrix's method). With all sessions in one process, fused int8 came out at 1.73x
     # in one run and 1.95x in another: the sessions share one allocator and one set of caches.
     from mexport.validate.interleave import Subject, interleaved_latency
 
-    fused = interleaved_latency([Subject(v, paths=(str(dirs[v] / "fused.onnx"),)) for v, _, _ in VARIANTS],
+    fused = interleaved_latency([Subject(v, paths=(str(dirs[v] / "fused.onnx"),)) for v, _, _ in VARIANTS]
+                                + [Subject(r["variant"], paths=(str(dirs[r["variant"]] / "fused.ort"),)) for r in ort_rows],
                                 threads=(1, 2), rounds=args.rounds)
-    for v, _, _ in VARIANTS:
+    for v in [v for v, _, _ in VARIANTS] + [r["variant"] for r in ort_rows]:
         for threads in (1, 2):
             lat[(v, "fused", threads)] = fused[v]["threads"][threads]["p50_ms"]
     for threads in (1, 2):
@@ -114,6 +128,22 @@ def main() -> None:
         psnr = "—" if r["precision"] == "fp32" and not np.isfinite(r["median_psnr"]) else f"{r['median_psnr']:.1f} / {r['min_psnr']:.1f}"
         lines.append(f"| {v} | {lat[(v, 'fused', 1)]:.0f} | {lat[(v, 'fused', 2)]:.0f} | {sp:.2f}x | {lat[(v, 'coarse', 1)]:.0f} / {lat[(v, 'coarse', 2)]:.0f} | "
                      f"{lat[(v, 'refine', 1)]:.0f} / {lat[(v, 'refine', 2)]:.0f} | {r['size']['fused'] / 1e6:.2f} MB | {psnr} | {r['max_abs']:.2g} |")
+    lines += ["", "## ORT format (`mexport onnx --ort`)", "",
+              "The same graphs saved by onnxruntime's `convert_onnx_models_to_ort` (optimized for ARM: int8 QDQ pairs may fuse into "
+              "int8 kernels, no x86-only NCHWc layout), as onnxruntime-mobile's reduced builds load them; timed and checked like the rows "
+              "above (fused model, interleaved in the same run). Mobile usability: onnxruntime's checker on the fused graph, nodes the "
+              "execution provider could take / all nodes, in how many partitions, and its verdict.", "",
+              "| variant | fused 1 thr (ms) | fused 2 thr (ms) | speed-up vs .onnx fp32 (1 thr) | fused size | PSNR median / min (dB) | max abs | NNAPI | Core ML (MLProgram) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in ort_rows:
+        v = r["variant"]
+        sp = lat[("fp32", "fused", 1)] / lat[(v, "fused", 1)]
+        psnr = f"{r['median_psnr']:.1f} / {r['min_psnr']:.1f}"
+        ep = {k: f"{u['supported_nodes']}/{u['nodes']} in {u['partitions']}: {u['verdict']}" for k, u in r["mobile"].items()}
+        lines.append(f"| {v} | {lat[(v, 'fused', 1)]:.0f} | {lat[(v, 'fused', 2)]:.0f} | {sp:.2f}x | {r['size'] / 1e6:.2f} MB | {psnr} | "
+                     f"{r['max_abs']:.2g} | {ep['NNAPI']} | {ep['CoreML MLProgram']} |")
+    lines += ["", "Operators the int8 `fused.ort` needs from a reduced build (its `fused.required_operators.config`): "
+              + "; ".join(f"`{x}`" for x in ort_rows[-1]["required_operators"]) + "."]
     from mexport.quantize.recipes import model_default_recipe
 
     rec = model_default_recipe(pipe, "onnx")
@@ -143,7 +173,7 @@ def main() -> None:
               "- Dynamic int8 (ConvInteger) is both broken (same weights) and slow on this CPU; its export fails the 30 dB gate, as it should.",
               "", "Recipe notes: " + rec.notes, ""]
     args.out.write_text("\n".join(lines) + "\n")
-    (args.out.with_suffix(".json")).write_text(json.dumps({"rows": rows, "latency_ms": {f"{k[0]}|{k[1]}|{k[2]}": v for k, v in lat.items()}}, indent=2) + "\n")
+    (args.out.with_suffix(".json")).write_text(json.dumps({"rows": rows, "ort_rows": ort_rows, "latency_ms": {f"{k[0]}|{k[1]}|{k[2]}": v for k, v in lat.items()}}, indent=2) + "\n")
     print("\n".join(lines))
 
 

@@ -214,13 +214,15 @@ def _precision(fp16: bool, int8: bool, dyn: bool) -> str:
 @click.option("--int8", is_flag=True, help="Static int8 (QDQ) with mexport's measured recipe.")
 @click.option("--dynamic-int8", "dyn", is_flag=True, help="Dynamic int8 (weights int8, activations quantized at run time).")
 @click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--ort", is_flag=True, help="Write onnxruntime-mobile's ORT format (coarse.ort, ...; optimized for ARM, with the "
+              "required_operators.config of a reduced build) instead of .onnx, and check the .ort files (default -o: out/ort-<precision>).")
 @export_options
 @handle_errors
-def onnx(fp16, int8, dyn, opset, calib, calib_count, calib_method, recipe, min_psnr, check_data, no_check, keep_failed, out, model):
-    """Export coarse.onnx, refine.onnx and fused.onnx and check them on onnxruntime."""
+def onnx(fp16, int8, dyn, opset, ort, calib, calib_count, calib_method, recipe, min_psnr, check_data, no_check, keep_failed, out, model):
+    """Export coarse.onnx, refine.onnx and fused.onnx (or .ort) and check them on onnxruntime."""
     common = dict(calib=calib, calib_count=calib_count, calib_method=calib_method, recipe=recipe, min_psnr=min_psnr,
                   check=not no_check, check_data=check_data, keep_failed=keep_failed)
-    _run_export("onnx", _precision(fp16, int8, dyn), out, model, {"opset": opset}, common)
+    _run_export("ort" if ort else "onnx", _precision(fp16, int8, dyn), out, model, {"opset": opset}, common)
 
 
 @main.command()

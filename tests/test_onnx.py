@@ -43,10 +43,20 @@ def _export(pipeline, tmp, precision, **kw):
 
 
 def test_fp32_matches_torch_within_1e4(reference_pipeline, real_tensors, tmp_path_factory):
+    """The .onnx within 1e-4. The same graph saved in ORT format for ARM (`--ort`: no x86 NCHWc
+    kernels, so other convolution kernels and summation orders) lands at 1.3e-4 (measured): the fused
+    graph's fp32 noise floor, as in the TFLite tests (its refiner's band amplifies the coarse net's
+    rounding), so the .ort is held to the same 2e-4 as LiteRT's fused graph."""
+    from mexport.export.ort import to_ort
+
     out = _export(reference_pipeline, tmp_path_factory.mktemp("onnx"), "fp32")
-    runner, ref = OnnxRunner(out / "fused.onnx"), TorchRunner(reference_pipeline)
-    worst = max(float(np.abs(runner(*t) - ref(*t)).max()) for _, t in real_tensors)
-    assert worst <= 1e-4
+    ort_file = to_ort(out / "fused.onnx", out / "ort")["ort"]
+    ref = TorchRunner(reference_pipeline)
+    for path, bound in ((out / "fused.onnx", 1e-4), (ort_file, 2e-4)):
+        runner = OnnxRunner(path)
+        worst = max(float(np.abs(runner(*t) - ref(*t)).max()) for _, t in real_tensors)
+        print(f"{path.name}: fp32 max abs vs torch {worst:.2e}")
+        assert 0 < worst <= bound
     prov = get_target("onnx").read_provenance(out / "refine.onnx")
     assert prov.role == "refine" and prov.precision == "fp32" and prov.converters["onnxruntime"]
 

@@ -171,27 +171,37 @@ def test_op_litert_cannot_express_names_op_and_module():
         tfl.litert_convert(M().eval(), "m", {"image": torch.rand(1, 1, 8, 8)})
 
 
-def test_u2netp_architecture_is_fully_delegated(tiny_u2netp, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_u2netp_coarse(tiny_u2netp, tmp_path_factory):
+    """The tiny U^2-Net's coarse graph converted once in fp32 (its 119 convs take litert-torch
+    about 25 s at any width): the file and the target's facts about it."""
+    from mexport.export.base import make_provenance
+
+    t = get_target("tflite")
+    opts = t.Options()
+    path = tmp_path_factory.mktemp("u2c") / "coarse.tflite"
+    facts = t.convert(tiny_u2netp, "coarse", opts, make_provenance(tiny_u2netp, t, "coarse", opts), path)
+    return path, facts
+
+
+def test_u2netp_architecture_is_fully_delegated(tiny_u2netp, tiny_u2netp_coarse):
     """U^2-Net-p's fuse reads its six side outputs as two 3-input concats (XNNPACK takes <= 4), the
     pipeline clamps with RELU6 and pools with depthwise convs: no node falls back, no wide concat."""
     t = get_target("tflite")
-    r = export("tflite", tiny_u2netp, tmp_path / "u", t.Options(precision="fp32", check=False))
-    facts = r.facts["coarse"]
+    path, facts = tiny_u2netp_coarse
     assert facts["wide_concats_before_conv"] == {}
     assert facts["xnnpack"]["fallback_ops"] == {} and facts["xnnpack"]["fallback"] == 0
     x = np.random.default_rng(4).random((1, 3, 64, 64), dtype=np.float32)
-    got = t.runner(r.files["coarse"])(x)
+    got = t.runner(path)(x)
     with torch.inference_mode():
         want = tiny_u2netp.graph("coarse")(torch.from_numpy(x)).numpy()
     assert np.abs(got - want).max() <= 1e-5
 
 
-def test_recipe_layer_selects_exactly_its_ops(tiny_u2netp):
+def test_recipe_layer_selects_exactly_its_ops(tiny_u2netp, tiny_u2netp_coarse):
     """'coarse.stage2d.dec.4' and 'coarse.stage2d.enc.4' share the scope .../RSU_stage2d/ConvReLU_4
     in litert-torch's names; selection by weights tells them apart."""
-    t = get_target("tflite")
-    module, _ = tfl.export_module(tiny_u2netp, "coarse", t.Options())
-    data = tfl.litert_convert(module, "coarse", tfl.sample_inputs(tiny_u2netp, "coarse", t.Options()))
+    data = tiny_u2netp_coarse[0].read_bytes()
     dec = q.select_ops(data, tiny_u2netp, "coarse.stage2d.dec.4")
     enc = q.select_ops(data, tiny_u2netp, "coarse.stage2d.enc.4")
     assert [o["op"] for o in dec] == ["CONV_2D"] and [o["op"] for o in enc] == ["CONV_2D"]
@@ -369,23 +379,24 @@ def test_reference_fp32_matches_torch_on_real_photos(reference_fused, reference_
     assert max(m for _, m in fast) <= 1e-3
 
 
-def test_reference_fp16_and_int8_fidelity(reference_fused, reference_pipeline, tmp_path):
-    from mexport.quantize.calibration import load_calibration, role_inputs
-
+def test_reference_fp16_and_int8_fidelity(reference_fused, reference_pipeline, reference_int8_exports, tmp_path):
+    """fp16 of the fused graph, and the int8 fused model `mexport tflite --int8` wrote (default
+    recipe and calibration; the session fixture shared with the ONNX and dogfood tests)."""
     data, photos, _ = reference_fused
     fp16 = _psnrs(q.quantize_fp16(data), reference_pipeline, photos, tmp_path, "fp16", "fp16")
     assert np.median([p for p, _ in fp16]) >= 40
     t = get_target("tflite")
     opts = t.Options(precision="int8")
-    recipe, cal = t.prepare_quantization(reference_pipeline, opts)
-    feeds = [t.feed(f, opts) for f in role_inputs(reference_pipeline, "fused", cal.photos, recipe.calibration.max_photos)]
+    recipe, _ = t.prepare_quantization(reference_pipeline, opts)
     # The default recipe splits the outlier input channel off both int8-hostile convs: their main
     # parts go back to int8 (the small side convs and the adds stay float).
     assert recipe.split_inputs == {"coarse.stage1d.dec.4.0": (12,), "coarse.stage2d.dec.4.0": (14,)}
     split = tfl.quantization_pipeline(reference_pipeline, opts, recipe)
     assert split is not reference_pipeline and type(reference_pipeline.coarse.stage2d.dec[4][0]).__name__ == "Conv2d"
-    module, _ = tfl.export_module(split, "fused", opts)
-    qdata, sel = q.quantize_static(tfl.litert_convert(module, "fused", tfl.sample_inputs(split, "fused", opts)), "fused", feeds, recipe, split)
+    out = reference_int8_exports["tflite"]
+    assert json.loads((out / "recipe.json").read_text())["split_inputs"] == {k: list(v) for k, v in recipe.split_inputs.items()}
+    qdata = (out / "fused.tflite").read_bytes()
+    sel = json.loads((out / "check.json").read_text())["facts"]["fused"]["recipe_selection"]
     assert set(sel) == {"coarse.stage2d.dec.4", "coarse.stage1d.dec.4", "coarse.stage2d.dec.4.0.main", "coarse.stage1d.dec.4.0.main",
                         "refine", "refine.lowres", "refine.pool"}
     assert [o.split(":")[1] for o in sel["coarse.stage2d.dec.4.0.main"]["ops"]] == ["CONV_2D"]

@@ -69,6 +69,8 @@ def _runtime(m: dict) -> str:
     r = m.get("min_runtime") or {}
     if "onnx_opset" in r:
         return f"ONNX opset {r['onnx_opset']} (IR {r['ir_version']}), onnxruntime {r.get('onnxruntime') or '?'}"
+    if "ort_format_version" in r:
+        return f"ORT format v{r['ort_format_version']}, onnxruntime {r.get('onnxruntime') or '?'} (full or reduced build; ops in {r['required_operators_config']})"
     if "op_versions" in r:
         top = ", ".join(f"{k} v{v}" for k, v in r["op_versions"].items() if v > 1) or "all ops v1"
         return f"LiteRT/TFLite runtime >= {r.get('min_runtime_version') or '?'} ({top})"
@@ -103,7 +105,7 @@ def python_check(manifest: dict) -> str:
     """A by-hand golden-vector check with the runtime's own Python API, for the first artifact of
     each format present (onnxruntime, LiteRT; Core ML needs macOS)."""
     blocks = []
-    for fmt in ("onnx", "tflite", "coreml"):
+    for fmt in ("onnx", "ort", "tflite", "coreml"):
         art = _first(manifest, fmt)
         if art is None:
             continue
@@ -112,7 +114,7 @@ def python_check(manifest: dict) -> str:
         head = [f'x = np.fromfile("{inp}", dtype="<f4").reshape({tuple(xshape)})',
                  f'want = np.fromfile("{exp}", dtype="<f4").reshape({tuple(yshape)})']
         name = model["inputs"][0]["name"]
-        if fmt == "onnx":
+        if fmt in ("onnx", "ort"):  # onnxruntime loads .onnx and .ort alike
             imports = ["import onnxruntime as ort"]
             run = [f'sess = ort.InferenceSession("{model["file"]}", providers=["CPUExecutionProvider"])',
                    f'got = sess.run(None, {{"{name}": x}})[0]']

@@ -215,6 +215,8 @@ def create_bundle(paths: list[str | Path], out: str | Path, report: Path | None 
                 if src not in copied:
                     _copy(src, staging / bpath)
                     copied[src] = bpath
+                    for extra in target.companions(src):
+                        _copy(extra, staging / bpath.rsplit("/", 1)[0] / extra.name)
                 prov = target.read_provenance(src)
                 models[role] = {"file": bpath, "directory": src.is_dir(), "provenance": json.loads(prov.to_json()),
                                 **describe(a.target, src, prov)}

@@ -97,6 +97,38 @@ def describe_onnx(path: Path, prov: Provenance) -> dict[str, Any]:
     }
 
 
+@READERS.register("ort")
+def describe_ort(path: Path, prov: Provenance) -> dict[str, Any]:
+    """ORT format: tensors from an onnxruntime session, ops and format version from the flatbuffer.
+    onnxruntime reads its own and older ORT format versions, not newer ones, so the runtime an app
+    ships must be at least the onnxruntime that wrote the file (onnxruntime.ai, "ORT model format")."""
+    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import InferenceSession
+
+    from ..export.ort import _session
+
+    sess = _session(path)
+    dtypes = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
+
+    def value(v) -> dict[str, Any]:
+        return tensor(v.name, [d if isinstance(d, int) else -1 for d in v.shape], dtypes.get(v.type, v.type))
+
+    root = InferenceSession.InferenceSession.GetRootAsInferenceSession(bytearray(path.read_bytes()), 0)
+    g = root.Model().Graph()
+    ops = sorted({((g.Nodes(i).Domain() or b"").decode() + ":" if g.Nodes(i).Domain() else "") + g.Nodes(i).OpType().decode()
+                  for i in range(g.NodesLength())})
+    writer = prov.converters.get("onnxruntime")
+    return {
+        "source": "onnxruntime session + ORT flatbuffer",
+        "inputs": [value(v) for v in sess.get_inputs()],
+        "outputs": [value(v) for v in sess.get_outputs()],
+        "min_runtime": {"ort_format_version": (root.OrtVersion() or b"").decode(),
+                        "onnxruntime": f">= {writer}" if writer else None,
+                        "required_operators_config": path.with_name(f"{prov.role}.required_operators.config").name},
+        "ops": ops,
+        "quantized_inside": any(op.startswith("com.microsoft:QLinear") or op.endswith("QuantizeLinear") for op in ops),
+    }
+
+
 def _tflite_quant(d: dict) -> dict[str, Any] | None:
     q = d.get("quantization_parameters") or {}
     scales, zps = list(q.get("scales", [])), list(q.get("zero_points", []))

@@ -3,6 +3,7 @@
 from .base import TARGETS, ExportOptions, ExportResult, Target, export, get_target, register_target
 
 from . import onnx  # noqa: F401,E402
+from . import ort  # noqa: F401,E402
 from . import tflite  # noqa: F401,E402
 from . import coreml  # noqa: F401,E402
 

@@ -73,6 +73,21 @@ class Target(ABC):
     def converter_versions(self) -> dict[str, str]:
         return {}
 
+    def fingerprint(self, path: Path) -> str:
+        """What two identical exports agree on: the sha256 of the file's bytes (of every file, in
+        order, for a directory artifact). A format whose writer is not byte-reproducible overrides it."""
+        import hashlib
+
+        files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.read_bytes())
+        return h.hexdigest()
+
+    def companions(self, path: Path) -> list[Path]:
+        """Files written beside an artifact that travel with it into a bundle (none by default)."""
+        return []
+
 
 def get_target(name: str) -> Target:
     return TARGETS.get(name)()
