@@ -59,9 +59,9 @@ def test_ort_runs_what_the_onnx_export_runs(ort_int8, tmp_path):
 
 
 def test_ort_bytes_vary_but_its_content_does_not(ort_int8, tmp_path):
-    """onnxruntime lays out one table of the file in a per-process hash order: two conversions of
-    one .onnx differ in bytes (measured: nearly every time), never in graph, weights or metadata,
-    which is what the fingerprint covers."""
+    """onnxruntime lays out one table of the file in a hash map's order: two conversions of one
+    .onnx differ in bytes (measured: nearly every time), never in graph, weights or metadata, which
+    is what the fingerprint covers."""
     from mexport.api import load_pipeline
     from mexport.export import export
 

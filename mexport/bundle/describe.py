@@ -104,9 +104,9 @@ def describe_ort(path: Path, prov: Provenance) -> dict[str, Any]:
     ships must be at least the onnxruntime that wrote the file (onnxruntime.ai, "ORT model format")."""
     from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import InferenceSession
 
-    from ..export.ort import _session
+    from ..export.ort import load_session
 
-    sess = _session(path)
+    sess = load_session(path)
     dtypes = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
 
     def value(v) -> dict[str, Any]:

@@ -7,9 +7,10 @@ a reduced-size onnxruntime build. onnxruntime's mobile usability checker reports
 much of the graph NNAPI (Android) and Core ML (iOS) could take. The export-time check runs the
 .ort files themselves, not the ONNX they came from.
 
-ORT format files are not byte-reproducible: onnxruntime writes the kernel-type table of the
-flatbuffer in the order of a hash map that is seeded per process, so two conversions of one
-.onnx place the same entries at different offsets. The graph, weights and metadata are identical
+ORT format files are not byte-reproducible: onnxruntime writes the entries of the flatbuffer's
+kernel-type table in the order of a hash map, which changes from one conversion to the next
+(measured: four conversions in one process, four different files), so the same entries land at
+different offsets. The graph, weights and metadata are identical
 (tested); ``fingerprint`` hashes that content instead of the bytes.
 """
 
@@ -21,7 +22,6 @@ import io
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +36,11 @@ PLATFORM = "arm"
 USABILITY_EPS = {"NNAPI": "nnapi", "CoreML MLProgram": "coreml_supported_mlprogram_ops.md"}
 
 
-@dataclass(frozen=True)
-class OrtOptions(OnnxOptions):
-    pass
-
-
 @register_target("ort")
 class OrtTarget(OnnxTarget):
     name = "ort"
     suffix = ".ort"
-    Options = OrtOptions
+    Options = OnnxOptions  # the ONNX options (opset, ...): the .ort is converted from that ONNX
 
     def convert(self, pipeline, role, options, provenance, path: Path, calibration=None, recipe=None) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix=".mexport-ort-", dir=path.parent) as tmp:
@@ -71,13 +66,13 @@ class OrtTarget(OnnxTarget):
         return [config] if config.is_file() else []
 
     def read_provenance(self, path: Path) -> Provenance:
-        meta = _session(path).get_modelmeta().custom_metadata_map
+        meta = load_session(path).get_modelmeta().custom_metadata_map
         if PROVENANCE_KEY not in meta:
             raise InputError(f"{path}: no mexport provenance record in its metadata")
         return Provenance.from_json(meta[PROVENANCE_KEY])
 
 
-def _session(path: Path):
+def load_session(path: Path):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
