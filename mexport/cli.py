@@ -166,6 +166,11 @@ def _print_export(result, echo) -> None:
         status = ("PASS" if c["passed"] else "FAIL") if c.get("gated") else "    "
         echo(f"  {status} {name:7s} median alpha PSNR {c['median_psnr']:.1f} dB"
              + (f", min {c['min_psnr']:.1f} dB" if "min_psnr" in c else "") + f", max abs {c['max_abs']:.2e} ({gate})")
+    usability = (result.facts.get("fused") or {}).get("mobile_usability")
+    if usability:  # ORT format: onnxruntime's verdict on handing the graph to a phone's accelerator
+        echo("  onnxruntime mobile usability (fused): " + "; ".join(
+            f"{ep} {u['supported_nodes']}/{u['nodes']} nodes in {u['partitions']} partitions, worth trying: {u['verdict']}"
+            for ep, u in usability.items()))
     for name, path in sorted(result.files.items()):
         echo(f"wrote {path}")
 

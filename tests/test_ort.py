@@ -23,6 +23,8 @@ def ort_int8(tmp_path_factory):
     out = tmp_path_factory.mktemp("ort") / "int8"
     r = invoke("onnx", "--ort", "--int8", "--min-psnr", "30", "--model", f"{BYO}:factory", "-o", out)
     assert r.exit_code == 0, r.output
+    line = next(x for x in r.output.splitlines() if "onnxruntime mobile usability (fused)" in x)
+    assert "NNAPI " in line and "CoreML MLProgram " in line and "worth trying: " in line
     return out
 
 
