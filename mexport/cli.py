@@ -220,7 +220,8 @@ def _precision(fp16: bool, int8: bool, dyn: bool) -> str:
 @click.option("--dynamic-int8", "dyn", is_flag=True, help="Dynamic int8 (weights int8, activations quantized at run time).")
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option("--ort", is_flag=True, help="Write onnxruntime-mobile's ORT format (coarse.ort, ...; optimized for ARM, with the "
-              "required_operators.config of a reduced build) instead of .onnx, and check the .ort files (default -o: out/ort-<precision>).")
+              "required_operators.config of a reduced build) instead of .onnx, and check the .ort files (default -o: out/ort-<precision>). "
+              "fp32, --int8 or --dynamic-int8: an fp16 .ort made on x86 holds fp32 weights.")
 @export_options
 @handle_errors
 def onnx(fp16, int8, dyn, opset, ort, calib, calib_count, calib_method, recipe, min_psnr, check_data, no_check, keep_failed, out, model):

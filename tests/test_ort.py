@@ -95,3 +95,13 @@ def test_bundle_carries_the_operator_config(ort_int8, tmp_path):
     assert fused["inputs"][0]["shape"] == [1, 3, 128, 128] and fused["quantized_inside"]
     r = invoke("bundle", "verify", out)
     assert r.exit_code == 0 and "PASS" in r.output, r.output
+
+
+def test_fp16_ort_is_refused_with_the_valid_precisions(tmp_path):
+    """An fp16 .ort converted on x86 would hold fp32 copies of the weights (no fp16 Conv kernel
+    here, so onnxruntime folds the casts): refused before anything is written."""
+    out = tmp_path / "o"
+    r = invoke("onnx", "--ort", "--fp16", "--model", f"{BYO}:factory", "-o", out)
+    errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert r.exit_code == 2 and len(errors) == 1 and "'fp16'" in errors[0] and "fp32, dynamic-int8, int8" in errors[0]
+    assert not out.exists()
