@@ -93,6 +93,15 @@ def test_bundle_carries_the_operator_config(ort_int8, tmp_path):
     assert fused["file"] in files and fused["file"].replace("fused.ort", "fused.required_operators.config") in files
     assert fused["min_runtime"]["ort_format_version"] and fused["min_runtime"]["onnxruntime"].startswith(">= ")
     assert fused["inputs"][0]["shape"] == [1, 3, 128, 128] and fused["quantized_inside"]
+    readme = (out / "README.md").read_text()
+    kotlin = readme.split("## Android: onnxruntime in Kotlin")[1].split("## iOS")[0]
+    assert 'open("fused.ort")' in kotlin and 'mapOf("image" to input)' in kotlin and 'result.get("alpha")' in kotlin
+    assert "fused.required_operators.config" in kotlin and "longArrayOf(1, 3, h.toLong(), w.toLong())" in kotlin
+    assert "Letterbox" not in readme  # a stretch spec
+    from mexport.bundle.card import kotlin_snippet, ort_kotlin_snippet
+
+    art["pipeline"]["spec"]["aspect"] = "letterbox"  # both Android snippets follow the spec's aspect
+    assert all("// Letterbox: first draw the photo" in snip(manifest) for snip in (kotlin_snippet, ort_kotlin_snippet))
     r = invoke("bundle", "verify", out)
     assert r.exit_code == 0 and "PASS" in r.output, r.output
 

@@ -152,6 +152,16 @@ def python_check(manifest: dict) -> str:
     return "\n".join(blocks) if blocks else "No single-file artifact in this bundle; see the manifest's golden entries.\n"
 
 
+def _host_resize(manifest: dict, art: dict | None) -> tuple[str, str]:
+    """The contract's photo resize as the manifest states it, and a Kotlin comment for a letterbox
+    spec (createScaledBitmap stretches: a letterboxing app pads the photo first)."""
+    pipe = (art or manifest["artifacts"][0])["pipeline"]
+    step = pipe["host_preprocessing"][1]
+    pad = ("// Letterbox: first draw the photo scaled to fit, centred, on a black w x h bitmap; then scale that bitmap (a no-op).\n"
+           if pipe["spec"]["aspect"] == "letterbox" else "")
+    return step, pad
+
+
 def kotlin_snippet(manifest: dict) -> str:
     """LiteRT in Kotlin for the bundle's first LiteRT artifact, following its input/output dtype,
     quantization and layout as read from the file."""
@@ -163,6 +173,7 @@ def kotlin_snippet(manifest: dict) -> str:
     nhwc = inp["layout"] == "NHWC"
     h, w = (inp["shape"][1], inp["shape"][2]) if nhwc else (inp["shape"][2], inp["shape"][3])
     note = "" if art else "(This bundle has no LiteRT artifact: names below are placeholders.)\n\n"
+    step, pad = _host_resize(manifest, art)
     q = inp.get("quantization")
     if inp["dtype"] == "float32":
         size, put, how = 4, "fb.put(v / 255f)", "float32 = pixel / 255"
@@ -195,8 +206,8 @@ import kotlin.math.roundToInt
 
 val interpreter = Interpreter(loadModelFile(context, "{file}"), Interpreter.Options().setNumThreads(4))
 val w = {w}; val h = {h}
-// Host steps of the contract: RGB, stretch to {w}x{h} with bilinear filtering, {how}, {"NHWC" if nhwc else "NCHW"}.
-val scaled = Bitmap.createScaledBitmap(photo, w, h, /* filter = */ true)
+// Host steps of the contract: RGB, {step}, {how}, {"NHWC" if nhwc else "NCHW"}.
+{pad}val scaled = Bitmap.createScaledBitmap(photo, w, h, /* filter = */ true)
 val pixels = IntArray(w * h).also {{ scaled.getPixels(it, 0, w, 0, 0, w, h) }}  // ARGB_8888
 val input = ByteBuffer.allocateDirect({size} * 3 * w * h).order(ByteOrder.nativeOrder())
 {buf}{order.replace("PUT", put)}
@@ -207,6 +218,44 @@ input.rewind()
 // and compare alpha with expected/<artifact>.f32 using this artifact's tolerance.
 fun readF32(bytes: ByteArray): FloatArray =
     FloatArray(bytes.size / 4).also {{ ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(it) }}
+```
+"""
+
+
+def ort_kotlin_snippet(manifest: dict) -> str | None:
+    """onnxruntime's Java API in Kotlin for the bundle's first .ort (else .onnx) artifact; None when
+    the bundle has neither. ONNX models take the contract's NCHW float32 photo in [0, 1]."""
+    art = _first(manifest, "ort") or _first(manifest, "onnx")
+    if art is None:
+        return None
+    model = art["models"]["fused"]
+    file = model["file"].rsplit("/", 1)[-1]
+    inp, out = model["inputs"][0], model["outputs"][0]
+    h, w = inp["shape"][2], inp["shape"][3]
+    config = (model.get("min_runtime") or {}).get("required_operators_config")
+    step, pad = _host_resize(manifest, art)
+    build = (f"// The full package loads .onnx and .ort; a reduced build made with {config} (this bundle) loads this .ort only.\n"
+             if config else "// The full package loads .onnx files.\n")
+    return f"""```kotlin
+// implementation("com.microsoft.onnxruntime:onnxruntime-android:<version>")
+{build}import ai.onnxruntime.OnnxTensor
+import ai.onnxruntime.OrtEnvironment
+import java.nio.FloatBuffer
+
+val env = OrtEnvironment.getEnvironment()
+val session = env.createSession(context.assets.open("{file}").readBytes())
+val w = {w}; val h = {h}
+// Host steps of the contract: RGB, {step}, float32 = pixel / 255, NCHW.
+{pad}val scaled = Bitmap.createScaledBitmap(photo, w, h, /* filter = */ true)
+val pixels = IntArray(w * h).also {{ scaled.getPixels(it, 0, w, 0, 0, w, h) }}  // ARGB_8888
+val chw = FloatArray(3 * w * h)
+for ((c, shift) in intArrayOf(16, 8, 0).withIndex()) for (i in 0 until w * h) chw[c * w * h + i] = ((pixels[i] shr shift) and 0xFF) / 255f
+val alpha = OnnxTensor.createTensor(env, FloatBuffer.wrap(chw), longArrayOf(1, 3, h.toLong(), w.toLong())).use {{ input ->
+    session.run(mapOf("{inp['name']}" to input)).use {{ result ->
+        val t = result.get("{out['name']}").get() as OnnxTensor
+        FloatArray(w * h).also {{ t.floatBuffer.get(it) }}  // row-major {h}x{w}, in [0, 1]
+    }}
+}}
 ```
 """
 
@@ -345,6 +394,9 @@ def render_readme(manifest: dict) -> str:
     L += [f"- **{k}**: {t.why}" for k, t in TOLERANCES.items()]
     L += ["", "## Check a golden vector by hand", "",
           "With the runtime's own Python API, from the bundle's root after unzipping:", "", python_check(manifest),
-          "## Android: LiteRT in Kotlin", "", kotlin_snippet(manifest),
-          "## iOS: Core ML in Swift", "", swift_snippet(manifest)]
+          "## Android: LiteRT in Kotlin", "", kotlin_snippet(manifest)]
+    ort = ort_kotlin_snippet(manifest)
+    if ort:
+        L += ["## Android: onnxruntime in Kotlin", "", ort]
+    L += ["## iOS: Core ML in Swift", "", swift_snippet(manifest)]
     return "\n".join(L).rstrip() + "\n"
