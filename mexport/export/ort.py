@@ -96,8 +96,9 @@ def to_ort(onnx_path: Path, out_dir: Path) -> dict[str, Path]:
     # The converter's sessions log at warning level (unused initializers it drops) to stderr;
     # mexport's own sessions log errors only, and so does this one.
     ort.set_default_logger_severity(3)
-    log = logging.getLogger("ort_format_model.utils")
-    level, log.level = log.level, logging.WARNING
+    log = logging.getLogger("ort_format_model.utils")  # "Created config in <temporary path>"
+    level = log.level
+    log.setLevel(logging.WARNING)
     try:
         # The converter prints progress to stdout; mexport's CLI owns stdout (--json, -q).
         with contextlib.redirect_stdout(io.StringIO()):
