@@ -51,7 +51,7 @@ def test_fused_runner_follows_the_runner_protocol_and_matches_torch(exported, ti
     assert np.abs(got - want).max() <= 1e-4
 
 
-def test_two_identical_exports_are_byte_identical(exported, tiny_pipeline, tmp_path):
+def test_two_identical_exports_give_the_same_files(exported, tiny_pipeline, tmp_path):
     """Byte-identical, or for a format whose writer is not byte-reproducible (ORT), identical in
     what the fingerprint covers; either way the fingerprint tells a different export apart."""
     target, out, _ = exported
