@@ -79,6 +79,14 @@ def set_provenance(model, prov: Provenance) -> None:
     model.doc_string = f"{prov.model} {prov.role} ({prov.precision}), exported by mexport {prov.mexport_version}"
 
 
+def session_provenance(session, path: Path) -> Provenance:
+    """The provenance record from an onnxruntime session's metadata (.onnx and .ort alike)."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if PROVENANCE_KEY not in meta:
+        raise InputError(f"{path}: no mexport provenance record in its metadata")
+    return Provenance.from_json(meta[PROVENANCE_KEY])
+
+
 def ensure_opset(model, minimum: int):
     """Upgrade older opsets where quantization needs it (per-channel QDQ needs >= 13)."""
     from onnx import version_converter

@@ -28,7 +28,7 @@ from typing import Any
 from ..errors import ConversionError, InputError
 from ..spec import Provenance
 from .base import register_target
-from .onnx import PROVENANCE_KEY, OnnxOptions, OnnxTarget
+from .onnx import OnnxOptions, OnnxTarget, session_provenance
 
 # onnxruntime's converter targets ARM (phones) this way: int8 QDQ pairs may fuse into int8
 # kernels, and the x86-only NCHWc layout transform is left out, so the file runs on any CPU.
@@ -71,10 +71,7 @@ class OrtTarget(OnnxTarget):
         return [config] if config.is_file() else []
 
     def read_provenance(self, path: Path) -> Provenance:
-        meta = load_session(path).get_modelmeta().custom_metadata_map
-        if PROVENANCE_KEY not in meta:
-            raise InputError(f"{path}: no mexport provenance record in its metadata")
-        return Provenance.from_json(meta[PROVENANCE_KEY])
+        return session_provenance(load_session(path), path)
 
 
 def load_session(path: Path):

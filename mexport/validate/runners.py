@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..spec import PipelineSpec, Provenance
+from ..spec import PipelineSpec
 
 
 class OnnxRunner:
@@ -17,7 +17,7 @@ class OnnxRunner:
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         import onnxruntime as ort
 
-        from ..export.onnx import PROVENANCE_KEY
+        from ..export.onnx import session_provenance
 
         self.path = Path(path)
         opts = ort.SessionOptions()
@@ -32,10 +32,7 @@ class OnnxRunner:
             raise InputError(f"{self.path}: onnxruntime cannot load it ({str(e).splitlines()[0][:300]})") from None
         # The session's metadata, not a second parse of the file: .onnx and .ort alike, and the
         # load time the benchmarks measure is one load.
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if PROVENANCE_KEY not in meta:
-            raise InputError(f"{self.path}: no mexport provenance record in its metadata")
-        self.provenance = Provenance.from_json(meta[PROVENANCE_KEY])
+        self.provenance = session_provenance(self.session, self.path)
         self.spec = PipelineSpec.from_dict(self.provenance.spec)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.name = f"onnxruntime:{self.path.name}:{self.provenance.precision}"
