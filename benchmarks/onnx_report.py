@@ -154,8 +154,9 @@ def main() -> None:
                      f"{r['size'] / 1e6:.2f} MB | {psnr} | {r['max_abs']:.2g} | {ep['NNAPI']} | {ep['CoreML MLProgram']} |")
     lines += ["", "The fp32 .ort is slower than the .onnx on this x86 machine because it leaves out onnxruntime's x86-only NCHWc "
               "convolution layout, which a .onnx session applies when it loads here; on a phone's ARM CPU neither file gets it. "
-              f"Its max abs vs torch ({ort_rows[0]['max_abs']:.2g}, the .onnx's {rows[0]['max_abs']:.2g}) is the fused graph's fp32 "
-              "noise floor under other kernels' summation order (see reports/tflite.md, fp32 graph by graph)."]
+              f"Its max abs vs torch ({ort_rows[0]['max_abs']:.2g}; the .onnx's {rows[0]['max_abs']:.2g}) comes from other kernels' "
+              "summation order; reports/tflite.md's fp32 section has this model's fp32 error graph by graph, with and without "
+              "its re-centred bias channel (mexport.models.recenter)."]
     lines += ["", "Operators the int8 `fused.ort` needs from a reduced build (its `fused.required_operators.config`): "
               + "; ".join(f"`{x}`" for x in ort_rows[-1]["required_operators"]) + "."]
     from mexport.quantize.recipes import model_default_recipe

@@ -87,6 +87,7 @@ def main() -> None:
     from mexport.export import get_target
     from mexport.export import tflite as tfl
     from mexport.export.base import make_provenance
+    from mexport.models.recenter import plain_form
     from mexport.photos import load_photo, skimage_photo_path
     from mexport.quantize import tflite_int8 as q
     from mexport.quantize.calibration import load_calibration, role_inputs
@@ -98,7 +99,9 @@ def main() -> None:
     photos = [(f"GT{i}", load_photo(PHOTOS / f"GT{i}.png")) for i in (15, 16, 17, 18)]
     photos += [(n, load_photo(skimage_photo_path(n))) for n in ("chelsea", "motorcycle_right")]
     opts8 = t.Options(precision="int8")
-    recipe, cal = t.prepare_quantization(pipe, opts8)
+    # Integer variants convert the model's plain form, as `mexport tflite` does (models/recenter.py).
+    plain = plain_form(pipe)
+    recipe, cal = t.prepare_quantization(plain, opts8)
     naive = Recipe(name="naive-int8")
     tmp = Path(tempfile.mkdtemp(prefix="tflrep-"))
     rows, old_rows, fp32_rows = [], [], []
@@ -107,13 +110,18 @@ def main() -> None:
         opts = t.Options()
         module, _ = tfl.export_module(pipe, role, opts)
         data = tfl.litert_convert(module, role, tfl.sample_inputs(pipe, role, opts))
-        feeds = [t.feed(f, opts) for f in role_inputs(pipe, role, cal.photos, recipe.calibration.max_photos)]
+        feeds = [t.feed(f, opts) for f in role_inputs(plain, role, cal.photos, recipe.calibration.max_photos)]
+
+        def convert(p):
+            return data if p is pipe else tfl.litert_convert(tfl.export_module(p, role, opts)[0], role, tfl.sample_inputs(p, role, opts))
+
+        data_plain = convert(plain)
         # mexport's int8 converts the recipe's re-parameterized copy (split convs), as `mexport tflite --int8` does
-        split = tfl.quantization_pipeline(pipe, opts8, recipe)
-        data8 = data if split is pipe else tfl.litert_convert(tfl.export_module(split, role, opts)[0], role, tfl.sample_inputs(split, role, opts))
+        split = tfl.quantization_pipeline(plain, opts8, recipe)
+        data8 = data_plain if split is plain else convert(split)
         variants = {"fp32": ("fp32", data), "fp16": ("fp16", q.quantize_fp16(data)),
-                    "dynamic int8": ("dynamic-int8", q.quantize_dynamic_int8(data)),
-                    "naive int8 (static_wi8_ai8)": ("int8", q.quantize_static(data, role, feeds, naive, pipe)[0]),
+                    "dynamic int8": ("dynamic-int8", q.quantize_dynamic_int8(data_plain)),
+                    "naive int8 (static_wi8_ai8)": ("int8", q.quantize_static(data_plain, role, feeds, naive, plain)[0]),
                     "mexport int8 (tflite-int8)": ("int8", q.quantize_static(data8, role, feeds, recipe, split)[0])}
         evals = role_inputs(pipe, role, photos)
         graph = pipe.graph(role)
@@ -130,6 +138,13 @@ def main() -> None:
             rows.append({"role": role, "variant": name, "bytes": len(d), "psnr_med": float(np.median(ps)), "psnr_min": float(np.min(ps)),
                          "fallback": ", ".join(f"{k} x{v}" for k, v in fb.items()) or "none"})
         fp32_rows.append({"role": role, **fp32_fidelity(paths["fp32"], graph, evals, refs, pipe.input_names(role))})
+        if data_plain is not data:  # the same graph without the re-centring: what the fp32 export was before it
+            pp = tmp / f"{role}-plain-fp32.tflite"
+            pp.write_bytes(tfl.finalize(data_plain, make_provenance(pipe, t, role, t.Options())))
+            pgraph = plain.graph(role)
+            with torch.inference_mode():
+                prefs = [pgraph(*(torch.from_numpy(f[n]) for n in pipe.input_names(role))).numpy() for f in evals]
+            fp32_rows.append({"role": f"{role}, plain form", **fp32_fidelity(pp, pgraph, evals, prefs, pipe.input_names(role))})
         for threads in (1, 2):
             its = {}
             for name, p in paths.items():
@@ -202,8 +217,9 @@ def fp32_section(fp32_rows: list[dict]) -> list[str]:
              "Max abs difference in alpha over the photos above. The refine graph is fed torch's own coarse alpha, so its "
              "row is the refiner's arithmetic alone; the fused row adds U^2-Net-p's fp32 rounding, which the refiner "
              "amplifies (its band's slope is up to 32 per unit of coarse alpha). The fp64 columns run the same graph in "
-             "float64: torch fp32's own distance from it is the model's fp32 noise floor. Measured by the "
-             "command above.", "",
+             "float64: torch fp32's own distance from it is the model's fp32 noise floor. Rows marked 'plain form' "
+             "convert the model without its re-centred bias channel (mexport.models.recenter; integer precisions "
+             "convert that form) and compare with torch running that form. Measured by the command above.", "",
              "| graph | LiteRT builtin kernels vs torch | LiteRT XNNPACK vs torch | torch fp32 vs fp64 | LiteRT builtin vs fp64 |",
              "|---|---:|---:|---:|---:|"]
     for r in fp32_rows:

@@ -43,20 +43,20 @@ def _export(pipeline, tmp, precision, **kw):
 
 
 def test_fp32_matches_torch_within_1e4(reference_pipeline, real_tensors, tmp_path_factory):
-    """The .onnx within 1e-4. The same graph saved in ORT format for ARM (`--ort`: no x86 NCHWc
-    kernels, so other convolution kernels and summation orders) lands at 1.3e-4 (measured): the fused
-    graph's fp32 noise floor, as in the TFLite tests (its refiner's band amplifies the coarse net's
-    rounding), so the .ort is held to the same 2e-4 as LiteRT's fused graph."""
+    """The .onnx within 1e-4, and the same graph saved in ORT format for ARM (`--ort`: no x86 NCHWc
+    kernels, so other convolution kernels and summation orders) too. Measured: 4.1e-5 and 3.9e-5;
+    before the model carried its bias channel re-centred (models/recenter.py) they were 7.9e-5 and
+    1.3e-4 (the refiner's band amplifies the coarse net's rounding)."""
     from mexport.export.ort import to_ort
 
     out = _export(reference_pipeline, tmp_path_factory.mktemp("onnx"), "fp32")
     ort_file = to_ort(out / "fused.onnx", out / "ort")["ort"]
     ref = TorchRunner(reference_pipeline)
-    for path, bound in ((out / "fused.onnx", 1e-4), (ort_file, 2e-4)):
+    for path in (out / "fused.onnx", ort_file):
         runner = OnnxRunner(path)
         worst = max(float(np.abs(runner(*t) - ref(*t)).max()) for _, t in real_tensors)
         print(f"{path.name}: fp32 max abs vs torch {worst:.2e}")
-        assert 0 < worst <= bound
+        assert 0 < worst <= 1e-4
     prov = get_target("onnx").read_provenance(out / "refine.onnx")
     assert prov.role == "refine" and prov.precision == "fp32" and prov.converters["onnxruntime"]
 

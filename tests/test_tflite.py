@@ -324,25 +324,21 @@ def _psnrs(data, pipeline, photos, tmp_path, name, precision="fp32", xnnpack=Tru
     return out
 
 
-def test_reference_fp32_matches_torch_on_real_photos(reference_fused, reference_pipeline, tmp_path):
-    """The file computes what torch computes, as closely as two fp32 implementations of this model
-    can. Graph by graph, LiteRT's builtin kernels hold the issue's 1e-4: the coarse graph is at most
-    7.4e-5 from torch (22 photos), the refine graph fed torch's coarse alpha at most 6e-6. The fused
-    graph is not: the refiner amplifies U^2-Net-p's fp32 rounding (its band's slope is up to 32 per
-    unit of coarse alpha), so torch fp32 is itself up to 1.2e-4 from the same graph in fp64 and
-    LiteRT's builtin kernels up to 1.7e-4 from fp64 and 1.2e-4 from torch fp32 (GT15). The fused
-    bounds here are 2e-4 vs torch, and LiteRT no further from the exact result than 2x torch's own
-    distance from it. XNNPACK's fp32 kernels (fused multiply-adds, its own sigmoid) move the alpha by
-    a few 1e-4, reported and bounded (reports/tflite.md has the table).
+def _op_names(data: bytes) -> set[str]:
+    m = tfl._model_t(data)
+    return {tfl.op_name(m.operatorCodes[op.opcodeIndex]) for op in m.subgraphs[0].operators}
 
-    Where it comes from (measured on GT15, tensor by tensor): every U^2-Net-p stage output up to
-    stage3d is within 2e-6 relative of torch; stage2d's last conv jumps to 4e-5 relative (1.1e-3 absolute
-    at a peak of 25): its bias of 1361 cancels channel 14's 228 times weights of -5.6, so its
-    accumulators run at ~1300, where one fp32 step is 1.2e-4, and summation order decides the rest.
-    The refiner's band then carries the whole fused difference: with LiteRT's coarse alpha fed
-    to torch's refiner only through the band, the alpha moves 1.22e-4, the same as all paths
-    together. onnxruntime shows the same floor: the fused .onnx is at 7.9e-5 with x86 NCHWc kernels
-    and its ORT-format save for ARM at 1.3e-4 (tests/test_onnx.py)."""
+
+def test_reference_fp32_matches_torch_on_real_photos(reference_fused, reference_pipeline, tmp_path):
+    """The issue's bound, 1e-4 max abs against torch, on real photos: graph by graph on LiteRT's
+    builtin kernels, and for the fused graph on both the builtin kernels and XNNPACK.
+
+    The fused graph holds it because the reference model carries U^2-Net-p's bias channel
+    re-centred (models/recenter.py). Before, stage2d.dec.3 wrote a channel at 226-228 and dec.4
+    cancelled it against a bias of 1361, so any two fp32 implementations differed there by ~1e-3,
+    and the refiner's band (slope up to 32) carried that to 1.2e-4 (builtin) / 2.0e-4 (XNNPACK) in
+    the alpha; torch fp32 was itself 1.0e-4 from fp64. Measured now on these 6 photos: builtin
+    1.1e-5, XNNPACK 8.1e-5 (its fused multiply-adds and own sigmoid)."""
     import copy
 
     import torch
@@ -353,6 +349,7 @@ def test_reference_fp32_matches_torch_on_real_photos(reference_fused, reference_
     from mexport.validate.litert_runner import LiteRTRunner
 
     data, photos, _ = reference_fused
+    assert "MAXIMUM" in _op_names(data)  # the re-centred channel's floor: the float graph is the shifted form
     t, opts = get_target("tflite"), get_target("tflite").Options()
     for role, bound in (("coarse", 1e-4), ("refine", 1e-5)):
         module, _ = tfl.export_module(reference_pipeline, role, opts)
@@ -368,24 +365,19 @@ def test_reference_fp32_matches_torch_on_real_photos(reference_fused, reference_
         print(f"{role} graph, LiteRT fp32 builtin vs torch: max abs {worst:.2e}")
         assert 0 < worst <= bound
     res = _psnrs(data, reference_pipeline, photos, tmp_path, "fp32", xnnpack=False)
-    assert max(m for _, m in res) <= 2e-4
+    fast = _psnrs(data, reference_pipeline, photos, tmp_path, "fp32x")
+    print(f"fused, LiteRT fp32 vs torch: builtin max abs {max(m for _, m in res):.2e}, XNNPACK {max(m for _, m in fast):.2e}")
+    assert max(m for _, m in res) <= 1e-4 and max(m for _, m in fast) <= 1e-4
 
     builtin = LiteRTRunner(tmp_path / "fp32.tflite", xnnpack=False)
     exact = copy.deepcopy(reference_pipeline).double()
-    d_torch, d_litert = [], []
-    for _, p in photos[:4]:  # GT15-GT18: fp64 at 1024x1024 costs a few seconds a photo
+    worst = 0.0
+    for _, p in photos[:2]:  # fp64 at 1024x1024 costs a few seconds a photo
         x = prepare(p, reference_pipeline.spec)[0]
         with torch.no_grad():
-            t64 = exact(torch.from_numpy(x).double()).numpy()
-            t32 = reference_pipeline(torch.from_numpy(x)).numpy()
-        d_torch.append(float(np.abs(t32 - t64).max()))
-        d_litert.append(float(np.abs(builtin(x) - t64).max()))
-    print(f"max abs from fp64: torch fp32 {max(d_torch):.2e}, LiteRT fp32 builtin {max(d_litert):.2e}")
-    assert max(d_torch) > 5e-5  # the noise floor is real: the comparison is not against a trivial bound
-    assert max(d_litert) <= 2 * max(d_torch)
-    fast = _psnrs(data, reference_pipeline, photos, tmp_path, "fp32x")
-    print(f"LiteRT fp32 vs torch: builtin max abs {max(m for _, m in res):.2e}, XNNPACK {max(m for _, m in fast):.2e}")
-    assert max(m for _, m in fast) <= 1e-3
+            worst = max(worst, float(np.abs(builtin(x) - exact(torch.from_numpy(x).double()).numpy()).max()))
+    print(f"fused, LiteRT fp32 builtin vs the same model in fp64: max abs {worst:.2e}")
+    assert worst <= 1e-4
 
 
 def test_reference_fp16_and_int8_fidelity(reference_fused, reference_pipeline, reference_int8_exports, tmp_path):
@@ -393,7 +385,10 @@ def test_reference_fp16_and_int8_fidelity(reference_fused, reference_pipeline, r
     recipe and calibration; the session fixture shared with the ONNX and dogfood tests)."""
     data, photos, _ = reference_fused
     fp16 = _psnrs(q.quantize_fp16(data), reference_pipeline, photos, tmp_path, "fp16", "fp16")
-    assert np.median([p for p, _ in fp16]) >= 40
+    # The issue asks 40 dB. The plain U^2-Net-p gave 43.6: fp16 weights could not hold its bias
+    # channel's cancellation (a bias of 1361, one fp16 step = 1). Re-centred (models/recenter.py), ~71 dB.
+    print(f"fp16 fused vs torch: median alpha PSNR {np.median([p for p, _ in fp16]):.1f} dB")
+    assert np.median([p for p, _ in fp16]) >= 60
     t = get_target("tflite")
     opts = t.Options(precision="int8")
     recipe, _ = t.prepare_quantization(reference_pipeline, opts)
@@ -405,6 +400,7 @@ def test_reference_fp16_and_int8_fidelity(reference_fused, reference_pipeline, r
     out = reference_int8_exports["tflite"]
     assert json.loads((out / "recipe.json").read_text())["split_inputs"] == {k: list(v) for k, v in recipe.split_inputs.items()}
     qdata = (out / "fused.tflite").read_bytes()
+    assert "MAXIMUM" not in _op_names(qdata)  # integer precisions convert the plain (unshifted) form
     sel = json.loads((out / "check.json").read_text())["facts"]["fused"]["recipe_selection"]
     assert set(sel) == {"coarse.stage2d.dec.4", "coarse.stage1d.dec.4", "coarse.stage2d.dec.4.0.main", "coarse.stage1d.dec.4.0.main",
                         "refine", "refine.lowres", "refine.pool"}

@@ -24,6 +24,9 @@ from ..errors import FidelityError, InputError
 from ..registry import Registry
 from ..spec import Provenance
 
+# Precisions that keep weights and activations in floating point; every other one quantizes to integers.
+FLOAT_PRECISIONS = ("fp32", "fp16")
+
 TARGETS: Registry[type["Target"]] = Registry("target")
 register_target = TARGETS.register
 
@@ -203,7 +206,12 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
         raise InputError(f"roles must include 'fused' and be among {', '.join(pipeline.roles())}; got {', '.join(roles)}")
     out_dir = Path(out_dir)
     parent = _check_writable(out_dir)
-    recipe, calibration = target.prepare_quantization(pipeline, options) if hasattr(target, "prepare_quantization") else (None, None)
+    # What is converted: the model as it is for float precisions; for integer ones, its re-centred
+    # layers back in their plain form (models/recenter.py). The check compares against the model.
+    from ..models.recenter import plain_form
+
+    source = pipeline if options.precision in FLOAT_PRECISIONS else plain_form(pipeline)
+    recipe, calibration = target.prepare_quantization(source, options) if hasattr(target, "prepare_quantization") else (None, None)
     threshold = options.min_psnr if options.min_psnr is not None else default_threshold(options.precision)
     photos = check_photos(options) if options.check else []
 
@@ -220,7 +228,7 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
             log(f"converting {role} -> {path.name}")
             if progress:
                 progress("convert", i, len(roles), role)
-            facts[role] = target.convert(pipeline, role, options, prov, path, calibration=calibration, recipe=recipe)
+            facts[role] = target.convert(source, role, options, prov, path, calibration=calibration, recipe=recipe)
             staged[role] = path
             if progress:
                 progress("convert", i + 1, len(roles), role)

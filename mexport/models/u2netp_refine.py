@@ -44,7 +44,17 @@ INT8_SPLIT_INPUTS = {
     "coarse.stage1d.dec.4.0": ([12], "input channel 12 reaches 54 with weights up to 1.06; the other 31 peak at <= 11 "
                                      "with weights <= 0.12"),
 }
+# Float accuracy: the channel that stage2d.dec.3 writes at 226-228 on every photo (U^2-Net-p's "bias
+# channel", models/recenter.py) travels to dec.4 shifted by -226. Same maths (fp64: within 1e-7 of
+# the unshifted model, the rounding of two biases). Measured on GT15-GT18, chelsea, motorcycle_right:
+# torch fp32 moves from 1.0e-4 to 3.5e-5 of fp64 in the fused alpha; LiteRT fp32 from 1.2e-4
+# (builtin) / 2.0e-4 (XNNPACK) of torch to 1.1e-5 / 8.1e-5; LiteRT fp16's export check (chelsea,
+# motorcycle_right, median alpha PSNR) from 43.6 to 71.2 dB, ONNX fp16's to 63.4 dB. Integer
+# precisions convert the plain form (mexport.export.base: measured, it quantizes better).
+RECENTER = {"coarse.stage2d.dec.3": (14, 226.0, "output channel 14 sits at 226.1-228.0 on every photo (bias 228); "
+                                                   "dec.4 reads it with weights to -5.6 against a bias of 1361")}
 MODEL_META = {"int8_float_layers": INT8_FLOAT_LAYERS, "int8_layers": INT8_LAYERS, "int8_split_inputs": INT8_SPLIT_INPUTS,
+              "recentered": {k: f"channel {ch} shifted by -{c:g}: {why}" for k, (ch, c, why) in RECENTER.items()},
               "license": "Apache-2.0 (U^2-Net weights); refiner: MIT (mexport)"}
 
 REFINER_FILE = "refiner.safetensors"
@@ -62,14 +72,26 @@ def refiner_record() -> dict:
     return json.loads(path.read_text())
 
 
+def load_u2netp(check_sha: bool = True):
+    """U^2-Net-p with rembg's trained weights, its bias channel re-centred (RECENTER)."""
+    from .recenter import recenter
+    from .u2netp import U2NetP
+    from .weights import U2NETP_SHA256, load_into, u2netp_path
+
+    coarse = U2NetP()
+    load_into(coarse, u2netp_path(), U2NETP_SHA256 if check_sha else None)
+    for key, (channel, c, _) in RECENTER.items():
+        rsu_path, _, i = key.removeprefix("coarse.").rpartition(".dec.")
+        dec, i = coarse.get_submodule(rsu_path).dec, int(i)
+        dec[i], dec[i + 1] = recenter(dec[i], dec[i + 1], channel, c)
+    return coarse
+
+
 def build_u2netp_refine(refiner_path: Path | None = None, check_sha: bool = True) -> MattingModel:
     from .refiner import Refiner
-    from .u2netp import U2NetP
-    from .weights import U2NETP_SHA256, load_into, sha256_file, u2netp_path
+    from .weights import U2NETP_SHA256, load_into, sha256_file
 
-    coarse_path = u2netp_path()
-    coarse = U2NetP()
-    load_into(coarse, coarse_path, U2NETP_SHA256 if check_sha else None)
+    coarse = load_u2netp(check_sha)
     spec = PipelineSpec()
     refine = Refiner(mean=spec.mean, std=spec.std)  # it folds the pipeline's normalization in
     if refiner_path is None:
@@ -91,10 +113,7 @@ def u2netp_refine() -> MattingModel:
 @register_model("u2netp")
 def u2netp_coarse_only() -> MattingModel:
     """U^2-Net-p alone, its alpha upsampled to refine size: the baseline the refiner must beat."""
-    from .u2netp import U2NetP
-    from .weights import U2NETP_SHA256, load_into, u2netp_path
+    from .weights import U2NETP_SHA256
 
-    coarse = U2NetP()
-    load_into(coarse, u2netp_path(), U2NETP_SHA256)
-    return MattingModel(coarse=coarse, refine=None, spec=PipelineSpec(), name="u2netp", weights_sha256=U2NETP_SHA256,
+    return MattingModel(coarse=load_u2netp(), refine=None, spec=PipelineSpec(), name="u2netp", weights_sha256=U2NETP_SHA256,
                         meta=dict(MODEL_META, license="Apache-2.0 (U^2-Net weights)"))
