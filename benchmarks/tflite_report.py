@@ -116,6 +116,7 @@ def main() -> None:
             return data if p is pipe else tfl.litert_convert(tfl.export_module(p, role, opts)[0], role, tfl.sample_inputs(p, role, opts))
 
         data_plain = convert(plain)
+        data_plain = data if data_plain == data else data_plain  # a role without re-centred layers (refine)
         # mexport's int8 converts the recipe's re-parameterized copy (split convs), as `mexport tflite --int8` does
         split = tfl.quantization_pipeline(plain, opts8, recipe)
         data8 = data_plain if split is plain else convert(split)
