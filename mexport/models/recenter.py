@@ -63,11 +63,12 @@ class BorderFix(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ph, pw = self.pad
-        # The 0/1 ring mask is made from x (x - x), not as a constant: a constant mask lets exporters
-        # fold the whole correction into a [C, H, W] constant (measured: the fp32 .onnx grew from 4.7
-        # to 11.2 MB). x - x is NaN where x is, so converters keep it; x * 0 cost a 100 KB zero
-        # tensor in the .tflite.
-        ring = F.pad(x[:, :1] - x[:, :1], (pw, pw, ph, ph), value=1.0)
+        # The 0/1 ring mask is made from x (x - x + 1, zero-padded, from 1), not as a constant: a
+        # constant mask lets exporters fold the whole correction into a [C, H, W] constant (measured:
+        # the fp32 .onnx grew from 4.7 to 11.2 MB). x - x is NaN where x is, so converters keep it
+        # (x * 0 cost a 100 KB zero tensor in the .tflite), and a zero pad stays a PAD that XNNPACK
+        # takes (a pad with value 1 became a PADV2 it leaves to the builtin kernels).
+        ring = 1.0 - F.pad(x[:, :1] - x[:, :1] + 1.0, (pw, pw, ph, ph))
         return x - F.conv2d(ring, self.weight.to(x.dtype), dilation=self.dilation)
 
 
@@ -106,8 +107,8 @@ def has_recentred(model: nn.Module) -> bool:
 
 
 def plain_form(model: nn.Module) -> nn.Module:
-    """``model`` with every re-centred pair back in its unshifted form (a copy; ``model`` itself
-    when it has none, as any model not built with ``recenter``). Same maths up to float rounding."""
+    """``model`` with every re-centred pair back as it was before ``recenter`` (a copy; ``model``
+    itself when it has none, as any model not built with ``recenter``)."""
     if not has_recentred(model):
         return model
     out = copy.deepcopy(model)
