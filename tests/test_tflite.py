@@ -350,6 +350,7 @@ def test_reference_fp32_matches_torch_on_real_photos(reference_fused, reference_
 
     data, photos, _ = reference_fused
     assert "MAXIMUM" in _op_names(data)  # the re-centred channel's floor: the float graph is the shifted form
+    assert tfl.delegation(data)["fallback_ops"] == {}  # its border fix included (a value-1 pad was a PADV2 XNNPACK left)
     t, opts = get_target("tflite"), get_target("tflite").Options()
     for role, bound in (("coarse", 1e-4), ("refine", 1e-5)):
         module, _ = tfl.export_module(reference_pipeline, role, opts)

@@ -364,6 +364,17 @@ def _k_slice_by_index(op, get):
     return x[tuple(idx)]
 
 
+def _k_pad(op, get):
+    """MIL ``pad``: ``pad`` holds (before, after) pairs for the last len(pad) / 2 axes."""
+    x = get("x")
+    p = [int(v) for v in np.asarray(get("pad")).reshape(-1)]
+    widths = [(0, 0)] * (x.ndim - len(p) // 2) + [(p[2 * i], p[2 * i + 1]) for i in range(len(p) // 2)]
+    mode = str(get("mode", "constant"))
+    if mode == "constant":
+        return np.pad(x, widths, mode="constant", constant_values=np.asarray(get("constant_val", 0.0)).astype(x.dtype))
+    return np.pad(x, widths, mode={"reflect": "reflect", "replicate": "edge"}[mode])
+
+
 def _binary(fn: Callable) -> Callable:
     def kernel(op, get):
         x, y = get("x"), get("y")
@@ -523,6 +534,7 @@ KERNELS: dict[str, Callable] = {
     "upsample_nearest_neighbor": _k_nearest,
     "resize_nearest_neighbor": _k_nearest,
     "concat": _k_concat,
+    "pad": _k_pad,
     "add": _binary(np.add),
     "sub": _binary(np.subtract),
     "mul": _binary(np.multiply),
