@@ -113,7 +113,7 @@ def main() -> None:
         feeds = [t.feed(f, opts) for f in role_inputs(plain, role, cal.photos, recipe.calibration.max_photos)]
 
         def convert(p):
-            return data if p is pipe else tfl.litert_convert(tfl.export_module(p, role, opts)[0], role, tfl.sample_inputs(p, role, opts))
+            return tfl.litert_convert(tfl.export_module(p, role, opts)[0], role, tfl.sample_inputs(p, role, opts))
 
         data_plain = convert(plain)
         data_plain = data if data_plain == data else data_plain  # a role without re-centred layers (refine)
