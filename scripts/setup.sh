@@ -15,11 +15,15 @@ fi
 .venv/bin/mexport models pull
 # The old LiteRT interpreter app teams pin (tflite-runtime 2.14, numpy < 2) in an environment of its own.
 bash scripts/tflite_runtime_venv.sh
-# The HTML report is checked in headless Chromium (Debian's package), as a person would look at it.
-if ! command -v chromium >/dev/null 2>&1 && [ "${MEXPORT_NO_CHROMIUM:-0}" != 1 ]; then
+# Debian's packages: Chromium checks the HTML report in a headless browser, as a person would look
+# at it; mate-backgrounds' photographs are backgrounds for `mexport train-refiner`'s composites.
+missing=()
+if ! command -v chromium >/dev/null 2>&1 && [ "${MEXPORT_NO_CHROMIUM:-0}" != 1 ]; then missing+=(chromium); fi
+if [ ! -d /usr/share/backgrounds/mate/nature ]; then missing+=(mate-backgrounds); fi
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "note: chromium is not installed; the HTML screenshot test will fail (install Debian's chromium)" >&2
+    echo "note: install Debian's ${missing[*]} (the HTML screenshot test and train-refiner need them)" >&2
   fi
 fi

@@ -1,29 +1,34 @@
-"""The project's own shallow refiner: a learned guided filter, trained, confined to a band.
+"""The project's shallow refine network (v3): a learned guided filter held inside the coarse
+network's own local range.
 
-Cost has to stay small at 1024x1024 (budget 4 GMAC; this one is about 0.5 GMAC, see
-``macs_per_pixel``, and no convolution runs at full resolution). A small CNN looks at the photo and
-coarse alpha box-pooled to 1/4 resolution and predicts, per pixel, a local linear model
-alpha = A . [R, G, B, coarse] + b (the deep guided filter of Wu et al., CVPR 2018, as used by
-RobustVideoMatting). A and b are upsampled bilinearly and applied to the full-resolution photo,
-which is what brings back edges the 320 px coarse net cannot see. It starts as the identity
-(A picks coarse, b = 0), so training can only move it away from "upsampled coarse" where that helps.
+What it must do: add full-resolution detail where the coarse alpha is uncertain (edges, hair, fur),
+and leave it alone where the coarse network is confident, whatever the texture. v2 blended a
+learned colour model into a band around the coarse edge; on people and animals it never saw it
+copied texture into the alpha (holes in the astronaut's suit, blocks on an impala's horns: animals
+SAD +206 %, portraits +31 %, reports/reference_model.md). v3 makes that impossible by construction:
 
-A first version also had a two-layer 3x3 head at full resolution (0.45 GMAC, half of its cost and
-most of its latency: 117 -> 74 ms in LiteRT fp32 without it). Without the head it generalizes better
-on held-out GT15-GT18 (reports/reference_model.md), so it went.
+    out = clamp(r, lo, hi),   lo / hi = min / max of the coarse alpha within RANGE_RADIUS
 
-The correction is confined to a band around the coarse alpha's uncertain region (like
-BackgroundMattingV2, which refines only where the coarse pass is unsure): band = 4c(1-c) at 1/4
-resolution, dilated by a max filter of radius BAND_RADIUS (16 px at full resolution), times
-BAND_GAIN, clamped to [0, 1]. The radius was picked on training photos GT01, 03, ..., 13 (best SAD +
-Grad change over radius 4-12), never on the held-out ones. The gain is capped at 8 for deployment:
-gains of 16-32 scored better on those photos, but the band's slope (4 x gain per unit of coarse
-alpha) turns the 1/255 steps of an int8 coarse alpha into visible blend errors (gain 32: fused ONNX
-int8 34.0 / 30.7 dB on chelsea / motorcycle_right, with the refiner itself in float). Outside the band the output is the
-coarse alpha exactly. Training fits the unbanded correction; the band applies at inference.
-Measured on held-out GT15-GT18: without the band the refiner, trained on 14 photos, hazed the definite
-background of unseen photos (whole-image SAD +139 %, though the unknown band improved 25 %); with the
-band also inside the training loss it learned larger in-band corrections that generalized worse.
+The refined alpha at a pixel can only take values that the coarse network itself predicted within
+RANGE_RADIUS x LOWRES_FACTOR pixels (8 px at 1024x1024). In a confident interior (coarse near 1
+everywhere around) lo = hi = 1: no hole can appear, and no texture can paint a confident
+background. Near an edge the range spans [0, 1] and the learned model moves the edge onto the
+photo's own edge, sharpens it, or softens it into hair. This is BackgroundMattingV2's "refine only
+where the coarse pass is unsure" with the uncertainty read off the coarse alpha's local range
+instead of a predicted error map (a second head that can itself be wrong on unseen photos), and
+RobustVideoMatting's deep guided filter (Wu et al., CVPR 2018) as the refined value r:
+
+    r = A . [R, G, B, coarse] + b
+
+with A and b predicted by a small CNN at 1/4 resolution from the box-pooled photo and coarse
+alpha, upsampled bilinearly and applied to the full-resolution photo. No convolution runs at full
+resolution; the cost is ``macs_per_pixel`` (about 0.5 GMAC at 1024x1024, a test holds it <= 1).
+It starts as the identity (A picks coarse, b = 0).
+
+The clamp is spelled lo + relu(r - lo) - relu(r - hi) (equal for lo <= hi) on r already clamped
+to [0, 1] by a RELU6, and the min of the range as 1 - max(1 - x): RELU, RELU6, MAX_POOL_2D, ADD and
+SUB run in int8 on XNNPACK, so the whole full-resolution part can be int8 (v2's band, with a slope
+of 32 per unit of coarse alpha, could not).
 """
 
 from __future__ import annotations
@@ -32,23 +37,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import box_pool, clamp01
+from .ops import box_pool
 
 LOWRES_FACTOR = 4
-BAND_RADIUS = 4
-BAND_GAIN = 8.0
+RANGE_RADIUS = 2
 
 
 class Refiner(nn.Module):
     """Inputs: the photo [N,3,H,W] in [0, 1], NOT normalized (``takes_raw_image``: the pipeline's
     normalization is folded into the coefficients, see ``forward``), and the coarse alpha upsampled
-    to [N,1,H,W] (H, W divisible by 4). Output: refined alpha [N,1,H,W], in [0, 1] up to float
-    rounding whenever coarse_up is (``output_in_unit_range``: the pipeline adds no clamp)."""
+    to [N,1,H,W] (H, W divisible by 4). Output: refined alpha [N,1,H,W], inside the coarse alpha's
+    local range and so in [0, 1] up to float rounding (``output_in_unit_range``)."""
 
     takes_raw_image = True
     output_in_unit_range = True
 
-    def __init__(self, width: int = 16, mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+    def __init__(self, width: int = 16, radius: int = RANGE_RADIUS, mean: tuple[float, ...] = (0.485, 0.456, 0.406),
                  std: tuple[float, ...] = (0.229, 0.224, 0.225)) -> None:
         super().__init__()
         self.lowres = nn.Sequential(
@@ -58,70 +62,90 @@ class Refiner(nn.Module):
             nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
         )
         self.coef = nn.Conv2d(width, 5, 1)  # A_r, A_g, A_b, A_alpha, b
-        self.band = Band()
         self.pool = PhotoPool(LOWRES_FACTOR, mean, std)
+        self.range = LocalRange(radius)
         with torch.no_grad():
             self.coef.weight.zero_()
             self.coef.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0]))
 
     def forward(self, image: torch.Tensor, coarse_up: torch.Tensor) -> torch.Tensor:
-        """The deployed form of ``reference`` (same maths, equal up to float rounding; a test holds
-        them within 2e-6). Everything that can move to 1/4 resolution does, because the
-        full-resolution elementwise passes are memory-bound and were most of the refiner's time
-        (LiteRT fp32 refine graph 58 -> 37 ms, reports/tflite.md; in int8 exports they were float passes beside an int8
-        coarse net):
-        - box pooling is linear, so the photo is pooled raw and normalized at 1/4 resolution, and
-          A.((I - mean) / std) + b = (A / std).I + (b + A.shift), shift = -mean / std: the normalization folds into
-          the coefficients, and the full-resolution photo is never normalized;
-        - coefficients are split at 1/4 resolution and upsampled per part (no full-resolution
-          concat or slice);
-        - the clamp of the refined alpha is a RELU6 fused into the add that forms it, on 6x the
-          coefficients (upsampling is linear);
-        - the blend c + band.(clamp(r) - c), a convex combination of values in [0, 1], is clamped
-          the same way, so the pipeline's final clamp is left out (``output_in_unit_range``)."""
+        """The deployed form of ``reference`` (same maths up to float rounding; a test holds them
+        together). Everything that can run at 1/4 resolution does: the photo is box-pooled raw and
+        normalized there, and A.((I - mean) / std) + b = (A / std).I + (b + A.shift) with
+        shift = -mean / std folds the normalization into the coefficients, so the full-resolution
+        photo is never normalized; coefficients are split at 1/4 resolution and upsampled per part."""
         low_c = box_pool(coarse_up, LOWRES_FACTOR)
-        low = torch.cat([self.pool(image), low_c], 1)
-        coef = self.coef(self.lowres(low))
+        coef = self.coef(self.lowres(torch.cat([self.pool(image), low_c], 1)))
         a_rgb, a_c, b = coef[:, :3] * self.pool.inv_std, coef[:, 3:4], coef[:, 4:5]
         b = b + (coef[:, :3] * self.pool.shift).sum(1, keepdim=True)
+        lo, hi = self.range(coarse_up)
         size = image.shape[2:]
 
         def up(t: torch.Tensor) -> torch.Tensor:
             return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
 
+        # At 6x scale, so that clamping r to [0, 1] first (which changes nothing: lo, hi are in
+        # [0, 1]) is a RELU6 fused into the add that forms r: with r bounded, the ReLU spelling of
+        # the clamp cannot lose lo to cancellation, however large the coefficients.
         dot = F.conv2d(up(6.0 * a_rgb) * image, torch.ones(1, 3, 1, 1, dtype=image.dtype, device=image.device))
-        refined6 = F.relu6(dot + up(6.0 * a_c) * coarse_up + up(6.0 * b))
-        # Blended at 6x scale too, so the clamp that keeps float rounding (measured: -4e-9 and
-        # 1 + 1e-7 on real photos) inside the contract's [0, 1] is again a RELU6 fused into the add.
-        c6 = 6.0 * coarse_up
-        return F.relu6(c6 + up(self.band(low_c)) * (refined6 - c6)) / 6.0
+        r6 = F.relu6(dot + up(6.0 * a_c) * coarse_up + up(6.0 * b))
+        return clamp_between(r6, up(6.0 * lo), up(6.0 * hi)) / 6.0
 
     def reference(self, image_norm: torch.Tensor, coarse_up: torch.Tensor) -> torch.Tensor:
-        """The refiner as trained and as the module doc defines it, on the normalized photo:
-        kept as the specification ``forward`` is tested against."""
-        refined, low = self._refine(image_norm, coarse_up)
-        band = F.interpolate(self.band(low[:, 3:4]), size=refined.shape[2:], mode="bilinear", align_corners=False)
-        return coarse_up + band * (clamp01(refined) - coarse_up)
+        """The refiner as trained and as the module doc defines it, on the normalized photo: the
+        specification ``forward`` is tested against."""
+        r = self._refine(image_norm, coarse_up)
+        lo, hi = (F.interpolate(t, size=r.shape[2:], mode="bilinear", align_corners=False) for t in self.range(coarse_up))
+        return torch.minimum(torch.maximum(r, lo), hi)
 
-    def unbanded(self, image_norm: torch.Tensor, coarse_up: torch.Tensor) -> torch.Tensor:
-        """The correction before the band, on the normalized photo: what training fits (a band in
-        the loss let the net learn large in-band corrections that generalized worse: measured,
-        see the module doc)."""
-        return self._refine(image_norm, coarse_up)[0]
-
-    def _refine(self, image: torch.Tensor, coarse_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _refine(self, image: torch.Tensor, coarse_up: torch.Tensor) -> torch.Tensor:
         guide = torch.cat([image, coarse_up], 1)
-        low = box_pool(guide, LOWRES_FACTOR)
-        coef = self.coef(self.lowres(low))
-        coef = F.interpolate(coef, size=image.shape[2:], mode="bilinear", align_corners=False)
-        a, b = coef[:, :4], coef[:, 4:]
-        return (a * guide).sum(1, keepdim=True) + b, low
+        coef = F.interpolate(self.coef(self.lowres(box_pool(guide, LOWRES_FACTOR))), size=image.shape[2:], mode="bilinear",
+                             align_corners=False)
+        return (coef[:, :4] * guide).sum(1, keepdim=True) + coef[:, 4:]
+
+    @property
+    def reach_px(self) -> float:
+        """How far (Euclidean, in full-resolution pixels) a coarse value can influence the range:
+        the bilinear upsample mixes cells within 1 of a pixel's own, the range looks ``radius``
+        cells further, each cell is 4 px: 4r + 7 px along an axis, times sqrt(2) on a diagonal."""
+        return (LOWRES_FACTOR * self.range.radius + LOWRES_FACTOR + 3) * 2**0.5
 
     @staticmethod
     def macs_per_pixel(width: int = 16) -> float:
-        """Conv MACs per full-resolution pixel (the guided apply and the band are elementwise)."""
+        """Conv MACs per full-resolution pixel (the guided apply and the clamp are elementwise)."""
         low = 9 * (4 * width + 3 * width * width) + width * 5
         return low / LOWRES_FACTOR**2
+
+
+def clamp_between(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """min(max(x, lo), hi) for lo <= hi, spelled with ReLUs, which XNNPACK runs in int8. Exact up
+    to float rounding only while x is of the order of lo and hi (x = 1e8 would cancel lo away):
+    callers bound x first."""
+    return lo + F.relu(x - lo) - F.relu(x - hi)
+
+
+class LocalRange(nn.Module):
+    """(min, max) of the coarse alpha over a window of (2r+1)^2 cells of 4x4 pixels, at 1/4
+    resolution: the range the refined alpha must stay in. Each cell's min and max, not its mean: a
+    mean can sit inside the values of its own pixels, and then even the identity refiner would
+    move them (at the image border, where the bilinear upsample runs flat). With r >= 1 the bilinear
+    upsample of the range only mixes cells within the window, so every coarse value lies inside its
+    own pixel's range and the identity refiner is exact. A module of its own so that quantization
+    recipes can name it (``refine.range``). Max filters as two 1-D passes (2(2r+1) comparisons
+    instead of (2r+1)^2); the min as 1 - max(1 - x), which needs no NEG op."""
+
+    def __init__(self, radius: int) -> None:
+        super().__init__()
+        if radius < 1:
+            raise ValueError("radius must be >= 1 (0 would not contain the coarse alpha's own values)")
+        self.radius = radius
+
+    def forward(self, coarse_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def cells_max(x: torch.Tensor) -> torch.Tensor:
+            return dilate(F.max_pool2d(x, LOWRES_FACTOR), self.radius)
+
+        return 1.0 - cells_max(1.0 - coarse_up), cells_max(coarse_up)
 
 
 class PhotoPool(nn.Module):
@@ -147,15 +171,6 @@ class PhotoPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.kernel, stride=self.k, groups=3) * self.inv_std + self.shift
-
-
-class Band(nn.Module):
-    """The blend weight, at 1/4 resolution, from the box-pooled coarse alpha (see the module doc).
-    A module of its own so that quantization recipes can name it (``refine.band``): its gain
-    amplifies int8 rounding of the coarse alpha."""
-
-    def forward(self, c_low: torch.Tensor) -> torch.Tensor:
-        return clamp01(dilate(4 * c_low * (1 - c_low), BAND_RADIUS) * BAND_GAIN)
 
 
 def dilate(x: torch.Tensor, radius: int) -> torch.Tensor:

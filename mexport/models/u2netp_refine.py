@@ -22,18 +22,10 @@ INT8_FLOAT_LAYERS = {
         "int8 scale sized for 5.6 rounds the others to 0-3 levels (layer SQNR about -7 dB), and every later layer "
         "inherits it: naive int8 gives 13-15 dB median alpha PSNR"),
     "coarse.stage1d.dec.4": "the same pattern at 320x320, weaker (12x weight imbalance); about +1 dB on the worst photo",
-    "refine": ("the refiner's full-resolution part: its band (slope 4 x 8 per unit of coarse alpha) and its "
-               "guided-filter coefficients, which multiply full-resolution pixels; the box-pooled coarse alpha "
-               "feeding the band in 8 bits put 0.04 errors into it (refine alone 29 dB vs 62 dB in float, ONNX)"),
 }
-# Narrower keys win (Recipe.precision_of): inside the float refiner, these go back to int8.
-INT8_LAYERS = {
-    "refine.lowres": ("the 1/4-resolution CNN that predicts the guided-filter coefficients: int8 costs 5 dB on the "
-                      "refiner alone (62 -> 57 dB, ONNX) and nothing measurable on the fused model"),
-    "refine.pool": ("the photo's 1/4-resolution box pool, input of the int8 CNN above: photo pixels in [0, 1] lose "
-                    "nothing at int8's 1/255 steps, and the pool reads the photo the coarse net's downsample "
-                    "already quantized"),
-}
+# The refine network (v3) is int8 throughout: its output is clamped to the coarse alpha's local
+# range, so no gain amplifies int8 rounding (v2's band did: 4 x 8 per unit of coarse alpha).
+
 # Both coarse layers above owe their imbalance to one input channel (measured on the calibration
 # photos). Where the target can split it off into a conv of its own (Recipe.split_inputs, TFLite),
 # the rest of the layer's conv goes back to int8 and only that small conv and the add stay float.
@@ -53,7 +45,7 @@ INT8_SPLIT_INPUTS = {
 # precisions convert the plain form (mexport.export.base: measured, it quantizes better).
 RECENTER = {"coarse.stage2d.dec.3": (14, 226.0, "output channel 14 sits at 226.1-228.0 on every photo (bias 228); "
                                                    "dec.4 reads it with weights to -5.6 against a bias of 1361")}
-MODEL_META = {"int8_float_layers": INT8_FLOAT_LAYERS, "int8_layers": INT8_LAYERS, "int8_split_inputs": INT8_SPLIT_INPUTS,
+MODEL_META = {"int8_float_layers": INT8_FLOAT_LAYERS, "int8_split_inputs": INT8_SPLIT_INPUTS,
               "recentered": {k: f"channel {ch} shifted by -{c:g}: {why}" for k, (ch, c, why) in RECENTER.items()},
               "license": "Apache-2.0 (U^2-Net weights); refiner: MIT (mexport)"}
 
@@ -93,12 +85,16 @@ def build_u2netp_refine(refiner_path: Path | None = None, check_sha: bool = True
 
     coarse = load_u2netp(check_sha)
     spec = PipelineSpec()
-    refine = Refiner(mean=spec.mean, std=spec.std)  # it folds the pipeline's normalization in
     if refiner_path is None:
         refiner_path = packaged_weights_dir() / REFINER_FILE
-        expected = refiner_record()["sha256"] if check_sha else None
-    else:
+        record = refiner_record()
+        expected = record["sha256"] if check_sha else None
+    else:  # weights made by `mexport train-refiner -o DIR`: their record lies beside them
+        beside = Path(refiner_path).with_suffix(".json")
+        record = json.loads(beside.read_text()) if beside.is_file() else {"config": {}}
         expected = None
+    shape = {k: record["config"][k] for k in ("width", "radius") if k in record["config"]}
+    refine = Refiner(**shape, mean=spec.mean, std=spec.std)  # it folds the pipeline's normalization in
     load_into(refine, refiner_path, expected)
     digest = hashlib.sha256(f"{U2NETP_SHA256}:{sha256_file(refiner_path)}".encode()).hexdigest()
     return MattingModel(coarse=coarse, refine=refine, spec=spec, name="u2netp-refine", weights_sha256=digest,

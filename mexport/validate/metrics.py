@@ -114,3 +114,30 @@ def max_abs(pred, target) -> float:
 def mad(pred, target) -> float:
     p, t = _check(pred, target)
     return float(np.abs(p - t).mean())
+
+
+def iou(pred, target, threshold: float = 0.5) -> float:
+    """Intersection over union of the two mattes thresholded at ``threshold``; 1.0 when both are empty."""
+    p, t = _check(pred, target)
+    P, T = p > threshold, t > threshold
+    union = int((P | T).sum())
+    return float((P & T).sum() / union) if union else 1.0
+
+
+def confident_change_share(coarse, refined, confident: float = 0.05, far_px: float = 24.0, change: float = 0.1) -> float:
+    """The refine network's GT-free check, on any photo: of the pixels where the coarse alpha is
+    confident (< ``confident`` or > 1 - ``confident``) and farther than ``far_px`` from every
+    uncertain coarse pixel, the share that the refine network changed by more than ``change``.
+    A refiner that only works where the coarse network is unsure scores 0; one that punches holes
+    into confident interiors or paints the background scores the share of pixels it damaged.
+    Both mattes at the refine network's resolution; 0.0 when no pixel qualifies."""
+    from scipy import ndimage
+
+    c, r = _check(coarse, refined)
+    unsure = (c >= confident) & (c <= 1 - confident)
+    if not unsure.any():
+        far = np.ones(c.shape, dtype=bool)
+    else:
+        far = ndimage.distance_transform_edt(~unsure) > far_px
+    sel = far & ~unsure
+    return float((np.abs(r - c)[sel] > change).mean()) if sel.any() else 0.0
