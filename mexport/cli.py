@@ -15,25 +15,76 @@ from .ui import ProgressUI
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI job cancelled, ``kill``, a container stopping), raised where the process is,
+    so that the clean-up a Ctrl-C runs (staging directories, temporary files, locks) runs too."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def handle_errors(fn):
-    """Typed errors -> one line on stderr and their exit code; nothing else escapes as a traceback
-    except real bugs, which still say what happened in one line."""
+    """Typed errors -> one line on stderr and their exit code. An OSError the library did not turn
+    into a typed error (a disk filling up under a converter) is still one line, exit 2. SIGINT and
+    SIGTERM clean up and exit 130 / 143. Anything else is a bug and keeps its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import signal
+        import threading
+
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             return fn(*args, **kwargs)
         except MexportError as e:
             click.echo(f"Error: {e}", err=True)
             sys.exit(e.exit_code)
+        except Terminated:
+            click.echo("Terminated.", err=True)
+            sys.exit(143)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
         except MemoryError:
             click.echo("Error: out of memory", err=True)
             sys.exit(2)
+        except OSError as e:
+            where = f": {e.filename}" if e.filename else ""
+            click.echo(f"Error: {e.strerror or e}{where}", err=True)
+            sys.exit(2)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+class MexportGroup(click.Group):
+    """Click's usage errors as one line too ("Error: ... (see mexport CMD -h)"), like every other
+    error: scripts and CI logs read the last line, and a bad option is bad input (exit 2)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # `mexport bundle`: its help is the answer
+            e.show()
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            hint = f" (see {e.ctx.command_path} -h)" if e.ctx is not None else ""
+            click.echo(f"Error: {e.format_message()}{hint}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"Error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)  # --help, --version: click returns their exit code
 
 
 def model_option(fn):
@@ -75,7 +126,7 @@ def print_json(obj) -> None:
     click.echo(json.dumps(_clean(obj), indent=2, sort_keys=True, default=str))
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=MexportGroup, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="mexport")
 def main() -> None:
     """mexport: export a PyTorch coarse+refine matting model to ONNX, LiteRT and Core ML, and prove

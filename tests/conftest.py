@@ -60,3 +60,42 @@ def reference_int8_exports(tmp_path_factory):
         assert r.exit_code == 0, r.output
         out[target] = d
     return out
+
+
+TINY = f"{BYO}:factory"
+
+
+def invoke(*args, env=None, input=None):
+    """The CLI in-process, as a user types it; exceptions that escape the CLI fail the test."""
+    from click.testing import CliRunner
+
+    from mexport.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], env=env, input=input, catch_exceptions=False)
+
+
+def one_error_line(r, code: int, *needles: str) -> str:
+    """A failed command as the issue wants it: exit ``code``, exactly one line on stderr (the error),
+    naming what went wrong, and no traceback anywhere."""
+    assert r.exit_code == code, (r.exit_code, r.output)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
+    assert "Traceback" not in r.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def staging_left(root: Path) -> list[Path]:
+    """mexport's staging directories and temporary files under ``root`` (none may outlive a run)."""
+    return [p for p in files_under(root) if p.name.startswith(".mexport-") or p.name.endswith(".tmp")]
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> Path:
+    """The tiny BYO model's checked fp32 ONNX export (coarse.onnx, fused.onnx). Shared: copy, never modify."""
+    from mexport import api
+
+    out = tmp_path_factory.mktemp("tiny") / "onnx-fp32"
+    api.export("onnx", out, model=TINY)
+    return out

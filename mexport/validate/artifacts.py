@@ -108,10 +108,17 @@ def _is_artifact(p: Path) -> bool:
 
 
 def reference_for(artifact: Artifact, model: str | None = None):
-    """The float pipeline the artifact came from: by its recorded model and weights hash, or --model."""
-    from ..models import MattingPipeline, load_model
+    """The float pipeline the artifact came from: ``model`` (the user's --model), else the model its
+    provenance names, which must be a registered name. An artifact is data from anywhere: a
+    ``file.py:factory`` or ``module:factory`` written into it would run that code on opening it, so
+    such a reference takes an explicit --model, which the user typed and so trusts."""
+    from ..models import MODELS, MattingPipeline, load_model
 
     prov = artifact.provenance
+    if model is None and prov.model not in MODELS:
+        raise InputError(f"{artifact.label}: was exported from {prov.model!r}, which is not a registered model "
+                         f"({', '.join(MODELS.names())}); mexport never imports code named inside an artifact: "
+                         "pass --model (module:factory or file.py:factory) if you trust that model")
     ref = model or prov.model
     try:
         m = load_model(ref)
