@@ -99,3 +99,21 @@ def tiny_onnx(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "onnx-fp32"
     api.export("onnx", out, model=TINY)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_coreml(tmp_path_factory) -> Path:
+    """The tiny BYO model's checked fp16 Core ML export (coarse/fused.mlpackage). Shared: copy it."""
+    from mexport import api
+
+    out = tmp_path_factory.mktemp("tiny") / "coreml-fp16"
+    api.export("coreml", out, model=TINY, precision="fp16")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_onnx, tmp_path_factory) -> Path:
+    """A verified bundle (zip) of the tiny model's ONNX export. Shared: copy or rewrite it elsewhere."""
+    from mexport.bundle import create_bundle
+
+    return create_bundle([tiny_onnx], tmp_path_factory.mktemp("bundle") / "tiny.zip", model=TINY, photos=("astronaut",)).path

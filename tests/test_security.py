@@ -4,7 +4,12 @@ tampering."""
 
 import json
 import shutil
+import struct
 import sys
+import time
+import tracemalloc
+import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -77,3 +82,146 @@ def test_a_registered_name_in_provenance_still_resolves(tiny_onnx, tmp_path):
     one_error_line(invoke("validate", tiny_onnx / "fused.onnx", "-q"), 2, "'tiny-modnet'", "not a registered model")
     r = invoke("validate", tiny_onnx / "fused.onnx", "--model", TINY, "-q")
     assert r.exit_code == 0 and r.stdout.strip() == "PASS"
+
+
+# ----------------------------------------------------------------------------- zip bombs
+
+def zeros_deflate(mib: int) -> bytes:
+    """A raw deflate stream of ``mib`` MiB of zeros, made without compressing them: after a full
+    flush, the compressor's output for each further MiB of zeros is the same block."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    one = bytes(1 << 20)
+    first = c.compress(one) + c.flush(zlib.Z_FULL_FLUSH)
+    block = c.compress(one) + c.flush(zlib.Z_FULL_FLUSH)
+    return first + block * (mib - 1) + c.flush()
+
+
+def raw_zip(path: Path, entries: list[tuple[str, bytes, int, int]]) -> Path:
+    """A zip written by hand from (name, deflated data, declared size, declared CRC) entries, so a
+    test can declare any size: what an attacker's zip tool writes."""
+    out, central = bytearray(), bytearray()
+    for name, data, size, crc in entries:
+        n = name.encode()
+        offset = len(out)
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0x21, crc, len(data), size, len(n), 0) + n + data
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 0x0314, 20, 0, 8, 0, 0x21, crc, len(data), size, len(n),
+                               0, 0, 0, 0, 0o100644 << 16, offset) + n
+    out += central + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), len(central), len(out), 0)
+    path.write_bytes(bytes(out))
+    return path
+
+
+def bundle_entries(bundle: Path) -> list[tuple[str, bytes, int, int]]:
+    with zipfile.ZipFile(bundle) as zf:
+        out = []
+        for info in zf.infolist():
+            c = zlib.compressobj(6, zlib.DEFLATED, -15)
+            out.append((info.filename, c.compress(zf.read(info)) + c.flush(), info.file_size, info.CRC))
+    return out
+
+
+def verify_with_budget(path: Path) -> tuple[object, float, int]:
+    """`mexport bundle verify PATH`, its wall time and the peak of Python memory it allocated."""
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        r = invoke("bundle", "verify", path, "-q")
+        return r, time.perf_counter() - t0, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def bomb(bundle: Path, dst: Path, victims: dict[str, tuple[int, bool]]) -> Path:
+    """The bundle with some entries' data replaced by zeros that inflate to N MiB; ``honest`` entries
+    declare that size (and a CRC nobody checks first), the others keep their real size and CRC."""
+    entries = []
+    for name, data, size, crc in bundle_entries(bundle):
+        if name in victims:
+            mib, honest = victims[name]
+            data = zeros_deflate(mib)
+            size, crc = (mib << 20, 0) if honest else (size, crc)
+        entries.append((name, data, size, crc))
+    return raw_zip(dst, entries)
+
+
+def golden_files(bundle: Path) -> list[str]:
+    return sorted(n for n in zipfile.ZipFile(bundle).namelist() if n.endswith(".f32"))
+
+
+def test_a_zip_that_unpacks_past_the_cap_is_refused_before_inflating(tiny_bundle, tmp_path):
+    """Two entries of 1.5 GiB of zeros (1.6 MB each, compressed): 3 GiB in all, over the 2 GiB cap."""
+    a, b = golden_files(tiny_bundle)[:2]
+    path = bomb(tiny_bundle, tmp_path / "bomb.zip", {a: (1536, True), b: (1536, True)})
+    assert path.stat().st_size < 5e6
+    r, seconds, peak = verify_with_budget(path)
+    one_error_line(r, 2, "unpack to 3.0 GiB", "over the 2.0 GiB", "zip bomb")
+    assert seconds < 5 and peak < 32e6, (seconds, peak)
+
+
+def test_an_entry_bigger_than_the_manifest_lists_is_refused_before_reading(tiny_bundle, tmp_path):
+    """1 GiB declared honestly (under the cap), where the manifest lists a few KB."""
+    (victim,) = golden_files(tiny_bundle)[:1]
+    r, seconds, peak = verify_with_budget(bomb(tiny_bundle, tmp_path / "bomb.zip", {victim: (1024, True)}))
+    one_error_line(r, 2, f"{victim}: 1073741824 bytes in the bundle, the manifest lists")
+    assert seconds < 5 and peak < 32e6, (seconds, peak)
+
+
+def test_a_lying_zip_header_cannot_make_verify_inflate_more(tiny_bundle, tmp_path):
+    """The header keeps the small size and CRC the manifest lists; the data inflate to 1 GiB."""
+    (victim,) = golden_files(tiny_bundle)[:1]
+    r, seconds, peak = verify_with_budget(bomb(tiny_bundle, tmp_path / "bomb.zip", {victim: (1024, False)}))
+    one_error_line(r, 2, victim)
+    assert seconds < 5 and peak < 32e6, (seconds, peak)
+
+
+def test_a_huge_manifest_is_refused_before_reading(tiny_bundle, tmp_path):
+    r, seconds, peak = verify_with_budget(bomb(tiny_bundle, tmp_path / "bomb.zip", {"manifest.json": (100, True)}))
+    one_error_line(r, 2, "manifest.json: 104857600 bytes, more than the 16777216 expected")
+    assert seconds < 5 and peak < 32e6, (seconds, peak)
+
+
+def test_the_hand_written_zip_of_an_intact_bundle_verifies(tiny_bundle, tmp_path):
+    """The control for the tests above: raw_zip itself writes a zip that mexport accepts."""
+    r = invoke("bundle", "verify", raw_zip(tmp_path / "same.zip", bundle_entries(tiny_bundle)), "-q")
+    assert r.exit_code == 0 and r.stdout.startswith("PASS"), r.output
+
+
+# ----------------------------------------------------------------------------- Core ML package paths
+
+def retarget_manifest(pkg: Path, path: str) -> None:
+    m = json.loads((pkg / "Manifest.json").read_text())
+    m["itemInfoEntries"][m["rootModelIdentifier"]]["path"] = path
+    (pkg / "Manifest.json").write_text(json.dumps(m))
+
+
+def link_out(pkg: Path, inside: str, outside: Path) -> None:
+    (pkg / inside).unlink()
+    (pkg / inside).symlink_to(outside)
+
+
+PACKAGE_ESCAPES = {
+    "absolute spec path": lambda pkg, secret: retarget_manifest(pkg, str(secret)),
+    "spec path with ..": lambda pkg, secret: retarget_manifest(pkg, "../../../" + secret.name),
+    "spec is a symlink out": lambda pkg, secret: link_out(pkg, "Data/com.apple.CoreML/model.mlmodel", secret),
+    "weights are a symlink out": lambda pkg, secret: link_out(pkg, "Data/com.apple.CoreML/weights/weight.bin", secret),
+    "weights directory is a symlink out": lambda pkg, secret: (
+        shutil.rmtree(pkg / "Data/com.apple.CoreML/weights"), (pkg / "Data/com.apple.CoreML/weights").symlink_to(secret.parent)),
+}
+
+
+@pytest.mark.parametrize("escape", list(PACKAGE_ESCAPES))
+@pytest.mark.parametrize("command", ["validate", "bundle create"])
+def test_a_core_ml_package_cannot_name_a_file_outside_itself(tiny_coreml, tmp_path, escape, command):
+    """A received package whose Manifest.json or links point at another file (here a copy of the
+    real model spec, which mexport would happily read as the model) is refused, naming the escape."""
+    d = tmp_path / "received"
+    shutil.copytree(tiny_coreml, d)
+    secret = tmp_path / "elsewhere" / "model.mlmodel"
+    secret.parent.mkdir()
+    shutil.copy(d / "fused.mlpackage/Data/com.apple.CoreML/model.mlmodel", secret)
+    PACKAGE_ESCAPES[escape](d / "fused.mlpackage", secret)
+    args = (["validate", d / "fused.mlpackage"] if command == "validate"
+            else ["bundle", "create", d / "fused.mlpackage", "-o", tmp_path / "b.zip"])
+    line = one_error_line(invoke(*args, "--model", TINY, "-q"), 2, "corrupt or not a Core ML model package")
+    assert ("outside the package" in line) or ("symbolic link" in line), line
+    assert not (tmp_path / "b.zip").exists() and not staging_left(tmp_path)
