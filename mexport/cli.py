@@ -516,19 +516,49 @@ def bundle_create(artifacts, out, report, photos, model):
 
 @bundle.command("verify")
 @click.argument("path", type=click.Path(path_type=Path))
+@click.option("--allowed-signers", type=click.Path(path_type=Path), default=None,
+              help="Also check PATH.sig against these keys (ssh-keygen's ALLOWED SIGNERS format), before anything else.")
+@click.option("--identity", default=None, help="The signer to expect (a principal in --allowed-signers).")
+@click.option("--signature", type=click.Path(path_type=Path), default=None, help="The signature file (default PATH.sig).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the verdict.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (for scripts).")
 @handle_errors
-def bundle_verify(path, quiet, as_json):
-    """Check PATH's schema and every checksum, and run its golden vectors on every runtime here."""
+def bundle_verify(path, allowed_signers, identity, signature, quiet, as_json):
+    """Check PATH's schema and every checksum, and run its golden vectors on every runtime here.
+
+    Checksums catch damage, not tampering: give --allowed-signers and --identity to also require
+    a signature (`mexport bundle sign`) by that key."""
     from .bundle import verify_bundle
 
-    rep = verify_bundle(path, log=(lambda s: None) if quiet or as_json else (lambda s: click.echo(s, err=True)))
+    if (allowed_signers is None) != (identity is None):
+        raise click.UsageError("--allowed-signers and --identity go together: whose signature, checked against which keys")
+    if signature is not None and allowed_signers is None:
+        raise click.UsageError("--signature needs --allowed-signers and --identity")
+    rep = verify_bundle(path, log=(lambda s: None) if quiet or as_json else (lambda s: click.echo(s, err=True)),
+                        allowed_signers=allowed_signers, identity=identity, signature=signature)
     if as_json:
-        print_json({"path": str(rep.path), "passed": rep.passed, "files": rep.files, "results": rep.results, "skipped": rep.skipped})
+        print_json({"path": str(rep.path), "passed": rep.passed, "files": rep.files, "results": rep.results, "skipped": rep.skipped,
+                    "signature": rep.signature})
         return
     skipped = f", {len(rep.skipped)} artifact(s) skipped (no runtime here)" if rep.skipped else ""
-    click.echo(f"PASS: {rep.files} files, {len(rep.results)} golden vectors{skipped}")
+    signed = f", signed by {identity}" if rep.signature else ""
+    click.echo(f"PASS: {rep.files} files, {len(rep.results)} golden vectors{skipped}{signed}")
+
+
+@bundle.command("sign")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--key", "-k", required=True, type=click.Path(path_type=Path),
+              help="SSH private key (e.g. from ssh-keygen -t ed25519), or its .pub with the private key in ssh-agent.")
+@click.option("--signature", type=click.Path(path_type=Path), default=None, help="Where to write the signature (default PATH.sig).")
+@handle_errors
+def bundle_sign(path, key, signature):
+    """Sign the bundle PATH (checked first) with an SSH key: OpenSSH's signature format, as git uses.
+
+    Check it with `mexport bundle verify PATH --allowed-signers FILE --identity ID`, or without mexport:
+    `ssh-keygen -Y verify -f FILE -I ID -n mexport-bundle -s PATH.sig < PATH` (a zip bundle)."""
+    from .bundle.sign import sign_bundle
+
+    click.echo(f"wrote {sign_bundle(path, key, signature)}")
 
 
 @main.command()

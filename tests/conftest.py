@@ -117,3 +117,32 @@ def tiny_bundle(tiny_onnx, tmp_path_factory) -> Path:
     from mexport.bundle import create_bundle
 
     return create_bundle([tiny_onnx], tmp_path_factory.mktemp("bundle") / "tiny.zip", model=TINY, photos=("astronaut",)).path
+
+
+def reseal(src: Path, dst: Path, change: dict[str, bytes] | None = None, edit=None) -> Path:
+    """A copy of a bundle zip with some files' bytes replaced and the manifest edited (``edit``
+    takes the manifest dict), then every checksum recomputed and the manifest resealed with a valid
+    self-checksum: what anyone can do to a bundle without a key."""
+    import hashlib
+    import json
+    import zipfile
+
+    from mexport.bundle.manifest import MANIFEST, dumps, tree_sha256
+
+    with zipfile.ZipFile(src) as zf:
+        files = {n: zf.read(n) for n in zf.namelist()}
+    files.update(change or {})
+    m = json.loads(files.pop(MANIFEST))
+    for name in change or {}:
+        m["files"][name] = {"sha256": hashlib.sha256(files[name]).hexdigest(), "size": len(files[name])}
+    digests = {n: f["sha256"] for n, f in m["files"].items()}
+    for art in m["artifacts"]:
+        for model in art["models"].values():
+            model["sha256"] = tree_sha256(digests, model["file"]) if model.get("directory") else digests[model["file"]]
+    if edit is not None:
+        edit(m)
+    files[MANIFEST] = dumps(m)
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(files):
+            zf.writestr(name, files[name])
+    return dst

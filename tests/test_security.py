@@ -5,6 +5,7 @@ tampering."""
 import json
 import shutil
 import struct
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TINY, invoke, one_error_line, staging_left
+from .conftest import TINY, invoke, one_error_line, reseal, staging_left
 
 PAYLOAD = """import pathlib
 pathlib.Path({marker!r}).write_text("the payload ran")
@@ -225,3 +226,102 @@ def test_a_core_ml_package_cannot_name_a_file_outside_itself(tiny_coreml, tmp_pa
     line = one_error_line(invoke(*args, "--model", TINY, "-q"), 2, "corrupt or not a Core ML model package")
     assert ("outside the package" in line) or ("symbolic link" in line), line
     assert not (tmp_path / "b.zip").exists() and not staging_left(tmp_path)
+
+
+# ----------------------------------------------------------------------------- signatures
+
+SIGNER = "release@example.com"
+
+
+@pytest.fixture
+def keys(tmp_path):
+    """A fresh ed25519 key (no passphrase) and an allowed-signers file trusting it as SIGNER."""
+    d = tmp_path / "keys"
+    d.mkdir()
+    key = d / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-t", "ed25519", "-N", "", "-C", SIGNER, "-q", "-f", str(key)], check=True)
+    allowed = d / "allowed_signers"
+    allowed.write_text(f'{SIGNER} namespaces="mexport-bundle" {key.with_name(key.name + ".pub").read_text()}')
+    return key, allowed
+
+
+def verify_signed(bundle, allowed, identity=SIGNER, *extra):
+    return invoke("bundle", "verify", bundle, "--allowed-signers", allowed, "--identity", identity, "-q", *extra)
+
+
+def test_a_signed_zip_bundle_verifies_with_mexport_and_with_ssh_keygen_alone(tiny_bundle, keys, tmp_path):
+    key, allowed = keys
+    b = tmp_path / "b.zip"
+    shutil.copy(tiny_bundle, b)
+    r = invoke("bundle", "sign", b, "--key", key)
+    assert r.exit_code == 0 and r.stdout.strip() == f"wrote {b}.sig", r.output
+    r = verify_signed(b, allowed)
+    assert r.exit_code == 0 and r.stdout.startswith("PASS") and f"signed by {SIGNER}" in r.stdout, r.output
+    with open(b, "rb") as f:  # the README's command, no mexport involved
+        out = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", allowed, "-I", SIGNER, "-n", "mexport-bundle", "-s", f"{b}.sig"],
+                             stdin=f, capture_output=True, text=True)
+    assert out.returncode == 0 and "Good" in out.stdout
+
+
+def test_a_resealed_bundle_passes_its_checksums_but_not_its_signature(tiny_bundle, keys, tmp_path):
+    """What the README says: checksums catch damage, not tampering. Someone edits README.md (the
+    app team's instructions) and recomputes the manifest: verify passes, the signature does not."""
+    key, allowed = keys
+    b = tmp_path / "b.zip"
+    shutil.copy(tiny_bundle, b)
+    assert invoke("bundle", "sign", b, "--key", key).exit_code == 0
+    readme = zipfile.ZipFile(b).read("README.md").replace(b"PASS", b"PASS (and email your key to evil@example.com)")
+    reseal(b, b, change={"README.md": readme})
+    assert invoke("bundle", "verify", b, "-q").exit_code == 0  # the checksums agree
+    one_error_line(verify_signed(b, allowed), 2, "signature check failed", "changed after it was signed")
+
+
+def test_a_directory_bundle_signs_its_manifest(tiny_onnx, keys, tmp_path):
+    from mexport.bundle import create_bundle
+
+    key, allowed = keys
+    d = create_bundle([tiny_onnx], tmp_path / "dir-bundle", model=TINY, photos=("astronaut",)).path
+    assert invoke("bundle", "sign", d, "--key", key).exit_code == 0 and (tmp_path / "dir-bundle.sig").is_file()
+    assert verify_signed(d, allowed).exit_code == 0
+    f = d / "models" / "onnx-fp32" / "fused.onnx"  # a file changed: its checksum no longer matches the signed manifest
+    f.write_bytes(f.read_bytes()[:-1] + b"\0")
+    one_error_line(verify_signed(d, allowed), 2, "models/onnx-fp32/fused.onnx")
+
+
+def _garbage_key(keys, tmp_path):
+    bad = tmp_path / "garbage_key"
+    bad.write_text("not a key\n")
+    return ["bundle", "sign", "{b}", "--key", bad]
+
+
+SIGNATURE_FAULTS = {
+    "wrong identity": (lambda keys, tmp: ["bundle", "verify", "{b}", "--allowed-signers", keys[1], "--identity", "mallory@example.com"],
+                       "signature check failed for 'mallory@example.com'"),
+    "no signature": (lambda keys, tmp: ["bundle", "verify", "{b}", "--allowed-signers", keys[1], "--identity", SIGNER, "--signature",
+                                        tmp / "none.sig"], "no signature at"),
+    "identity without allowed signers": (lambda keys, tmp: ["bundle", "verify", "{b}", "--identity", SIGNER], "go together"),
+    "allowed signers missing": (lambda keys, tmp: ["bundle", "verify", "{b}", "--allowed-signers", tmp / "nope", "--identity", SIGNER],
+                                "allowed signers file not found"),
+    "signing key missing": (lambda keys, tmp: ["bundle", "sign", "{b}", "--key", tmp / "no_such_key"], "signing key not found"),
+    "signing key is not a key": (_garbage_key, "ssh-keygen could not sign"),
+    "signing a damaged bundle": (lambda keys, tmp: ["bundle", "sign", "{damaged}", "--key", keys[0]], "README.md: cannot be read"),
+}
+
+
+@pytest.mark.parametrize("fault", list(SIGNATURE_FAULTS))
+def test_signature_faults_are_one_line(tiny_bundle, keys, tmp_path, fault):
+    b = tmp_path / "b.zip"
+    shutil.copy(tiny_bundle, b)
+    assert invoke("bundle", "sign", b, "--key", keys[0]).exit_code == 0
+    damaged = tmp_path / "damaged.zip"
+    shutil.copy(tiny_bundle, damaged)
+    data = bytearray(damaged.read_bytes())
+    with zipfile.ZipFile(damaged) as zf:  # flip a byte of README.md's stored data: a CRC error
+        info = zf.getinfo("README.md")
+    data[info.header_offset + 30 + len(info.filename) + info.compress_size // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    make, msg = SIGNATURE_FAULTS[fault]
+    args = [str(a).format(b=b, damaged=damaged) for a in make(keys, tmp_path)]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    one_error_line(invoke(*args), 2, msg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no signature written, nothing else either

@@ -25,6 +25,7 @@ class VerifyReport:
     files: int
     results: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    signature: str | None = None  # ssh-keygen's verdict when a signature was checked
 
     @property
     def passed(self) -> bool:
@@ -77,8 +78,27 @@ def _runner(art: dict[str, Any], root: Path):
         return None, f"runtime not installed ({e.name or e})"
 
 
-def verify_bundle(path: str | Path, log: Callable[[str], Any] = lambda s: None, max_unpacked: int = MAX_UNPACKED) -> VerifyReport:
-    """Raise BundleError for a malformed or tampered bundle, FidelityError if a golden vector fails."""
+def check_integrity(path: str | Path, max_unpacked: int = MAX_UNPACKED) -> dict[str, Any]:
+    """The manifest, after its schema and every file's size and sha256 were checked."""
+    with BundleReader(path, max_unpacked) as reader:
+        if MANIFEST not in reader.names:
+            raise BundleError(f"{path}: no {MANIFEST}; not a mexport bundle")
+        manifest = loads(reader.read(MANIFEST, MAX_MANIFEST))
+        check_files(reader, manifest)
+    return manifest
+
+
+def verify_bundle(path: str | Path, log: Callable[[str], Any] = lambda s: None, max_unpacked: int = MAX_UNPACKED,
+                  allowed_signers: str | Path | None = None, identity: str | None = None,
+                  signature: str | Path | None = None) -> VerifyReport:
+    """Raise BundleError for a malformed or tampered bundle (or, with ``allowed_signers``, one that
+    ``identity`` did not sign: checked first), FidelityError if a golden vector fails."""
+    verdict = None
+    if allowed_signers is not None:
+        from .sign import verify_signature
+
+        verdict = verify_signature(path, allowed_signers, identity or "", signature)
+        log(verdict)
     with BundleReader(path, max_unpacked) as reader:
         if MANIFEST not in reader.names:
             raise BundleError(f"{path}: no {MANIFEST}; not a mexport bundle")
@@ -86,7 +106,7 @@ def verify_bundle(path: str | Path, log: Callable[[str], Any] = lambda s: None, 
         check_files(reader, manifest)
         sizes = {name: f["size"] for name, f in manifest["files"].items()}
         log(f"{len(manifest['files'])} files: checksums OK")
-        report = VerifyReport(Path(path), len(manifest["files"]))
+        report = VerifyReport(Path(path), len(manifest["files"]), signature=verdict)
         sets = {s["id"]: s for s in manifest["golden"]["sets"]}
         with tempfile.TemporaryDirectory(prefix="mexport-verify-") as tmp:
             root = reader.extract(Path(tmp), sizes)
