@@ -318,11 +318,18 @@ def validate(artifacts, data, model, min_psnr, max_sad_increase, max_grad_increa
     from .validate.report import to_markdown, write_reports
     from .validate.validate import Gates, validate as run_validate, write_baseline
 
+    from .io import check_target
+
     cfg = load_config(config)
     pick = lambda v, k: v if v is not None else cfg.get(k)  # noqa: E731
     baseline = baseline or (Path(cfg["baseline"]) if cfg.get("baseline") else None)
     if update_baseline and baseline is None:
         raise click.UsageError("--update-baseline needs --baseline FILE")
+    # Every output is checked now, not after the artifacts ran.
+    if update_baseline:
+        check_target(baseline, directory=False)
+    if report is not None:
+        check_target(report, directory=True)
     try:
         gates = Gates(pick(min_psnr, "min_psnr"), pick(max_sad_increase, "max_sad_increase"),
                       pick(max_grad_increase, "max_grad_increase"), pick(max_latency_ratio, "max_latency_ratio"))

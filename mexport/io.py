@@ -53,6 +53,23 @@ def cannot_write(path: Path | str, e: OSError) -> InputError:
     return InputError(f"cannot write {path}: {e.strerror or e}")
 
 
+def check_target(path: str | Path, directory: bool) -> None:
+    """Refuse, before any slow work, an output that cannot be written: a file where a directory
+    goes or the other way round, or a path under a regular file."""
+    path = Path(path)
+    if directory and path.exists() and not path.is_dir():
+        raise InputError(f"cannot write {path}: it exists and is not a directory")
+    if not directory and path.is_dir():
+        raise InputError(f"cannot write {path}: it is a directory")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"cannot write {path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write {path}: {parent} is not writable")
+
+
 def _lock(fd: int) -> bool:
     """Take an exclusive flock without waiting; False when another open file holds it."""
     import fcntl
@@ -97,6 +114,26 @@ def clean_stale(directory: Path) -> list[Path]:
     return removed
 
 
+def make_parents(directory: Path) -> list[Path]:
+    """``mkdir -p`` that returns the directories it created, deepest first, for :func:`remove_empty`."""
+    created = []
+    d = Path(directory)
+    while not d.exists():
+        created.append(d)
+        d = d.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def remove_empty(created: list[Path]) -> None:
+    """Undo :func:`make_parents` where nothing was put in: a failed run leaves no empty directory."""
+    for d in created:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -112,11 +149,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     if path.is_dir():
         raise InputError(f"cannot write {path}: it is a directory")
+    created: list[Path] = []
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        created = make_parents(path.parent)
         clean_stale(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{PREFIX}{path.name}.", suffix=".tmp")
     except OSError as e:
+        remove_empty(created)
         raise cannot_write(path, e) from None
     _lock(fd)  # held until the rename: clean_stale in another run leaves it alone
     tmp_path = Path(tmp)
@@ -127,9 +166,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     except OSError as e:
         tmp_path.unlink(missing_ok=True)
+        remove_empty(created)
         raise cannot_write(path, e) from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
+        remove_empty(created)
         raise
     finally:
         os.close(fd)
@@ -158,12 +199,14 @@ def staging(parent: str | Path, what: str = "stage") -> Iterator[Path]:
     """A new ``.mexport-<what>-*`` directory in ``parent`` (created if missing), held for the block
     and removed after it, whatever happens. Stale staging of killed runs in ``parent`` goes first."""
     parent = Path(parent)
+    created: list[Path] = []
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        created = make_parents(parent)
         clean_stale(parent)
         path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{what}-", dir=parent))
         fd = os.open(path, os.O_RDONLY)
     except OSError as e:
+        remove_empty(created)
         raise cannot_write(parent, e) from None
     _lock(fd)
     try:
@@ -171,6 +214,7 @@ def staging(parent: str | Path, what: str = "stage") -> Iterator[Path]:
     finally:
         shutil.rmtree(path, ignore_errors=True)
         os.close(fd)
+        remove_empty(created)  # nothing was installed there: a failed run leaves no new directory
 
 
 def install(moves: dict[Path, Path | None], backup: Path) -> None:
@@ -178,6 +222,7 @@ def install(moves: dict[Path, Path | None], backup: Path) -> None:
     Existing targets move into ``backup`` (a directory on the same filesystem, e.g. inside the
     staging directory) first; if any step fails, every target gets back what it had."""
     done: list[tuple[Path, Path | None, Path | None]] = []  # (target, its old content's backup, moved in?)
+    created: list[Path] = []
     try:
         for src in moves.values():
             if src is not None:
@@ -193,7 +238,7 @@ def install(moves: dict[Path, Path | None], backup: Path) -> None:
                 os.replace(target, old)
             done.append((target, old, None))
             if src is not None:
-                target.parent.mkdir(parents=True, exist_ok=True)
+                created += make_parents(target.parent)
                 os.replace(src, target)
                 done[-1] = (target, old, src)
     except BaseException as e:
@@ -203,6 +248,7 @@ def install(moves: dict[Path, Path | None], backup: Path) -> None:
                     os.replace(target, moved)
                 if old is not None:
                     os.replace(old, target)
+        remove_empty(sorted(created, key=lambda d: len(d.parts), reverse=True))
         if isinstance(e, OSError):
             raise cannot_write(e.filename or next(iter(moves), ""), e) from None
         raise
@@ -215,8 +261,9 @@ def output_lock(out: str | Path) -> Iterator[None]:
     is removed afterwards (filelock, torch's dependency, keeps it: litter beside every output)."""
     out = Path(out)
     lock = out.parent / f"{PREFIX}lock-{out.name}"
+    created: list[Path] = []
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        created = make_parents(out.parent)
         while True:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, file_mode())
             if not _lock(fd):
@@ -231,11 +278,15 @@ def output_lock(out: str | Path) -> Iterator[None]:
             if same:
                 break
             os.close(fd)
-    except OSError as e:
-        raise cannot_write(out, e) from None
+    except BaseException as e:
+        remove_empty(created)
+        if isinstance(e, OSError):
+            raise cannot_write(out, e) from None
+        raise
     try:
         yield
     finally:
         with contextlib.suppress(OSError):
             os.unlink(lock)
         os.close(fd)
+        remove_empty(created)

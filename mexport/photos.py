@@ -88,6 +88,42 @@ def _to_rgb(im) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
 
 
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def load_matte(path: str | Path, photo_hw: tuple[int, int], what: str = "alpha") -> np.ndarray:
+    """A ground-truth alpha (or trimap) as HxW float32 in [0, 1], at its photo's size. 16-bit PNGs
+    keep their 16 bits (PIL's convert("L") clips them to 255: a binarised matte); 8-bit, palette,
+    RGB(A) images are read as their luminance. Bad input -> InputError naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    prev = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in SIXTEEN_BIT:
+                a = np.asarray(im, dtype=np.float64) / 65535.0
+            elif im.mode == "F":
+                a = np.asarray(im, dtype=np.float64)
+            else:
+                a = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
+    except Image.DecompressionBombError:
+        raise InputError(f"{what} {path}: over the {MAX_PIXELS // 1_000_000} megapixel limit") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{what} {path}: not an image PIL can read (a grayscale PNG expected)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{what} {path}: broken or truncated image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = prev
+    if a.shape != tuple(photo_hw):
+        raise InputError(f"{what} {path} is {a.shape[1]}x{a.shape[0]}, its photo {photo_hw[1]}x{photo_hw[0]}")
+    if not np.isfinite(a).all():
+        raise InputError(f"{what} {path}: NaN or Inf values")
+    return np.clip(a, 0.0, 1.0).astype(np.float32)
+
+
 def list_photos(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
