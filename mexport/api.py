@@ -70,7 +70,7 @@ def cutout(photos: list[str | Path], out: str | Path, model: str | None = None, 
     targets = cutout_paths(photos, Path(out))
     images = [load_photo(p) for p in photos]  # every input is checked before anything is written
     runner = runner or TorchRunner(load_pipeline(model))
-    with staging(Path(out).parent, "cutout") as stage:
+    with staging(Path(out).parent, "cutout", out) as stage:
         staged = {}
         for i, (photo, img, target) in enumerate(zip(photos, images, targets)):
             alpha = run_photo(runner, img)

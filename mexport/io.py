@@ -20,6 +20,7 @@ POSIX only (``fcntl``), like the converters mexport drives.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -61,6 +62,8 @@ def check_target(path: str | Path, directory: bool) -> None:
         raise InputError(f"cannot write {path}: it exists and is not a directory")
     if not directory and path.is_dir():
         raise InputError(f"cannot write {path}: it is a directory")
+    if directory and path.is_dir() and not os.access(path, os.W_OK):
+        raise InputError(f"cannot write {path}: it is not writable")
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
@@ -194,10 +197,16 @@ def fix_modes(root: Path) -> None:
             os.chmod(p, dm if p.is_dir() else fm)
 
 
+# Errors that say the disk, not the input, failed: a write into staging that raises one of these
+# is reported as the output that could not be written.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+
+
 @contextlib.contextmanager
-def staging(parent: str | Path, what: str = "stage") -> Iterator[Path]:
+def staging(parent: str | Path, what: str = "stage", out: str | Path | None = None) -> Iterator[Path]:
     """A new ``.mexport-<what>-*`` directory in ``parent`` (created if missing), held for the block
-    and removed after it, whatever happens. Stale staging of killed runs in ``parent`` goes first."""
+    and removed after it, whatever happens. Stale staging of killed runs in ``parent`` goes first.
+    A full disk while writing into it is an InputError naming ``out`` (the output being made)."""
     parent = Path(parent)
     created: list[Path] = []
     try:
@@ -207,10 +216,14 @@ def staging(parent: str | Path, what: str = "stage") -> Iterator[Path]:
         fd = os.open(path, os.O_RDONLY)
     except OSError as e:
         remove_empty(created)
-        raise cannot_write(parent, e) from None
+        raise cannot_write(out or parent, e) from None
     _lock(fd)
     try:
         yield path
+    except OSError as e:
+        if e.errno in WRITE_ERRNOS:
+            raise cannot_write(out or parent, e) from None
+        raise
     finally:
         shutil.rmtree(path, ignore_errors=True)
         os.close(fd)

@@ -197,7 +197,7 @@ def create_bundle(paths: list[str | Path], out: str | Path, report: Path | None 
     if as_zip and out.is_dir():
         raise InputError(f"cannot write {out}: it is a directory")
     photo_arrays = golden_photos(tuple(photos))  # before the slow work: a bad name fails now
-    with output_lock(out), staging(out.parent, "bundle") as work:
+    with output_lock(out), staging(out.parent, "bundle", out) as work:
         staging_dir = work / "bundle"
         staging_dir.mkdir()
         manifest = _stage(artifacts, staging_dir, report, model, photos, photo_arrays, log)

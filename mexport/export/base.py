@@ -246,7 +246,7 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
 
     from ..io import install, output_lock, staging
 
-    with output_lock(out_dir), staging(out_dir.parent, "export") as work:
+    with output_lock(out_dir), staging(out_dir.parent, "export", out_dir) as work:
         stage = work / "files"
         stage.mkdir()
         staged: dict[str, Path] = {}

@@ -141,7 +141,7 @@ def write_reports(r: ValidationReport, out_dir: Path, alphas: dict | None = None
              "markdown": ("validate.md", md), "junit": ("junit.xml", to_junit(r))}
     if alphas is not None and samples is not None:
         texts["html"] = ("report.html", to_html(r, alphas, samples))
-    with output_lock(out_dir), staging(out_dir.parent, "report") as work:
+    with output_lock(out_dir), staging(out_dir.parent, "report", out_dir) as work:
         for name, text in texts.values():
             (work / name).write_text(text)
         install({out_dir / name: work / name for name, _ in texts.values()}, work / "old")
