@@ -475,7 +475,30 @@ def _provenance_edit(src: Path, dst: Path, edit) -> Path:
     return dst
 
 
+def _external_data(src: Path, dst: Path, location: str) -> Path:
+    """An ONNX artifact whose largest weight lives in an "external data" file at ``location``."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    m = onnx.load(src)
+    init = max(m.graph.initializer, key=lambda i: numpy_helper.to_array(i).size)
+    n = numpy_helper.to_array(init).nbytes
+    (dst.parent.parent / "secret.bin").write_bytes(bytes(n))
+    init.ClearField("raw_data")
+    init.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", "0"), ("length", str(n))):
+        e = init.external_data.add()
+        e.key, e.value = k, v
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(m, dst)
+    return dst
+
+
 ARTIFACTS = {
+    "external data outside the artifact's directory": (lambda t, src: _external_data(src, t / "a" / "fused.onnx", "../secret.bin"),
+                                                       "escapes model directory"),
+    "external data at an absolute path": (lambda t, src: _external_data(src, t / "a" / "fused.onnx", str(t / "secret.bin")),
+                                          "Absolute path not allowed"),
     "provenance is not JSON": (lambda t, src: _provenance_edit(src, t / "a" / "fused.onnx", lambda v: v[:-5]), "provenance record is malformed"),
     "provenance weights hash is a number": (
         lambda t, src: _provenance_edit(src, t / "a" / "fused.onnx", lambda v: json.dumps({**json.loads(v), "weights_sha256": 5})),
@@ -603,3 +626,13 @@ def test_outputs_follow_the_umask(tiny_coreml, photo_file, tmp_path, mask):
         want = (0o777 if p.is_dir() else 0o666) & ~mask
         assert p.stat().st_mode & 0o777 == want, (p, oct(p.stat().st_mode))
     assert (tmp_path / "onnx").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_an_artifact_that_fails_to_run_is_exit_1(tiny_onnx, photo_file, tmp_path):
+    """An artifact whose provenance spec disagrees with its graph (256 px fed to a 128 px model):
+    onnxruntime's INVALID_ARGUMENT is a failed artifact, one line, not a traceback."""
+    src = tiny_onnx / "fused.onnx"
+    bad = _provenance_edit(src, tmp_path / "a" / "fused.onnx",
+                           lambda v: json.dumps({**json.loads(v), "spec": {**json.loads(v)["spec"], "refine_size": [256, 256]}}))
+    fails_cleanly(tmp_path, ["cutout", photo_file, "-o", tmp_path / "c.png", "--artifact", bad, "-q"], 1,
+                  "onnxruntime failed to run fused.onnx")
