@@ -36,7 +36,14 @@ STALE_AFTER_S = 10.0
 
 
 def umask() -> int:
-    """The process's umask (read by setting it back at once; mexport writes from one thread)."""
+    """The process's umask: from /proc on Linux, else by setting it and back (not thread-safe, but
+    mexport writes from one thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -236,8 +243,9 @@ def install(moves: dict[Path, Path | None], backup: Path) -> None:
     staging directory) first; if any step fails, every target gets back what it had."""
     done: list[tuple[Path, Path | None, Path | None]] = []  # (target, its old content's backup, moved in?)
     created: list[Path] = []
+    current = next(iter(moves), Path())  # the output an error names
     try:
-        for src in moves.values():
+        for current, src in moves.items():
             if src is not None:
                 fix_modes(src)
                 for f in [src, *src.rglob("*")] if src.is_dir() else [src]:
@@ -245,7 +253,7 @@ def install(moves: dict[Path, Path | None], backup: Path) -> None:
                         _fsync(f)
         backup.mkdir(parents=True, exist_ok=True)
         for i, (target, src) in enumerate(sorted(moves.items(), key=lambda kv: str(kv[0]))):
-            old = None
+            current, old = target, None
             if target.exists() or target.is_symlink():
                 old = backup / f"{i}-{target.name}"
                 os.replace(target, old)
@@ -263,7 +271,7 @@ def install(moves: dict[Path, Path | None], backup: Path) -> None:
                     os.replace(old, target)
         remove_empty(sorted(created, key=lambda d: len(d.parts), reverse=True))
         if isinstance(e, OSError):
-            raise cannot_write(e.filename or next(iter(moves), ""), e) from None
+            raise cannot_write(current, e) from None
         raise
 
 

@@ -9,7 +9,6 @@ fidelity against the float pipeline, and only then move ``coarse/refine/fused`` 
 from __future__ import annotations
 
 import json
-import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
