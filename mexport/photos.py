@@ -6,6 +6,7 @@ runner, float or exported, goes through them, so an artifact and its reference s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,19 @@ def skimage_photo_path(name: str) -> Path:
     return hits[0]
 
 
+@contextlib.contextmanager
+def _no_bomb_warning():
+    """PIL warns (two lines on stderr) about an image over its limit before mexport's own check,
+    which refuses it in one line; the warning would only repeat that."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
 def load_photo(path: str | Path) -> np.ndarray:
     """Any JPEG/PNG/WebP -> HxWx3 uint8 RGB, EXIF orientation applied. Bad input -> InputError."""
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -49,7 +63,7 @@ def load_photo(path: str | Path) -> np.ndarray:
     prev = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with Image.open(path) as im:
+        with _no_bomb_warning(), Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise InputError(f"{path}: {im.width}x{im.height} is over the {MAX_PIXELS // 1_000_000} megapixel limit")
             im = ImageOps.exif_transpose(im)
@@ -101,7 +115,9 @@ def load_matte(path: str | Path, photo_hw: tuple[int, int], what: str = "alpha")
     prev = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with Image.open(path) as im:
+        with _no_bomb_warning(), Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise InputError(f"{what} {path}: {im.width}x{im.height} is over the {MAX_PIXELS // 1_000_000} megapixel limit")
             im.load()
             if im.mode in SIXTEEN_BIT:
                 a = np.asarray(im, dtype=np.float64) / 65535.0
@@ -109,6 +125,8 @@ def load_matte(path: str | Path, photo_hw: tuple[int, int], what: str = "alpha")
                 a = np.asarray(im, dtype=np.float64)
             else:
                 a = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
+    except InputError:
+        raise
     except Image.DecompressionBombError:
         raise InputError(f"{what} {path}: over the {MAX_PIXELS // 1_000_000} megapixel limit") from None
     except UnidentifiedImageError:

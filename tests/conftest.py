@@ -66,12 +66,23 @@ TINY = f"{BYO}:factory"
 
 
 def invoke(*args, env=None, input=None):
-    """The CLI in-process, as a user types it; exceptions that escape the CLI fail the test."""
+    """The CLI in-process, as a user types it; exceptions that escape the CLI fail the test. Python
+    warnings go to its stderr as in a real run (pytest would record them instead, hiding a warning
+    line printed before an error line)."""
+    import sys
+    import warnings
+
     from click.testing import CliRunner
 
     from mexport.cli import main
 
-    return CliRunner().invoke(main, [str(a) for a in args], env=env, input=input, catch_exceptions=False)
+    def to_stderr(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = to_stderr  # sys.stderr is the runner's while it runs
+        return CliRunner().invoke(main, [str(a) for a in args], env=env, input=input, catch_exceptions=False)
 
 
 def one_error_line(r, code: int, *needles: str) -> str:
@@ -146,3 +157,4 @@ def reseal(src: Path, dst: Path, change: dict[str, bytes] | None = None, edit=No
         for name in sorted(files):
             zf.writestr(name, files[name])
     return dst
+

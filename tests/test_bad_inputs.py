@@ -636,3 +636,14 @@ def test_an_artifact_that_fails_to_run_is_exit_1(tiny_onnx, photo_file, tmp_path
                            lambda v: json.dumps({**json.loads(v), "spec": {**json.loads(v)["spec"], "refine_size": [256, 256]}}))
     fails_cleanly(tmp_path, ["cutout", photo_file, "-o", tmp_path / "c.png", "--artifact", bad, "-q"], 1,
                   "onnxruntime failed to run fused.onnx")
+
+
+
+def test_decompression_bombs_are_one_line_without_pils_warning(tiny_onnx, tmp_path, no_slow_work):
+    """PIL warns (DecompressionBombWarning: two more lines on stderr) before mexport's own error,
+    for a photo and for a ground-truth alpha alike: three lines for one problem."""
+    Image.new("1", (11000, 10000)).save(tmp_path / "bomb.png")
+    fails_cleanly(tmp_path, ["cutout", tmp_path / "bomb.png", "-o", tmp_path / "c.png", "--model", TINY, "-q"], 2, "megapixel limit")
+    d = gt_folder(tmp_path / "gt")
+    shutil.copy(tmp_path / "bomb.png", d / "alpha" / "p.png")
+    fails_cleanly(tmp_path, ["validate", tiny_onnx / "fused.onnx", "--data", d, "--model", TINY, "-q"], 2, "alpha", "megapixel limit")
