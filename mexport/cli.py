@@ -24,6 +24,13 @@ def _terminate(signum, frame) -> None:
     raise Terminated()
 
 
+# Loggers that print a dozen import-time notices on stderr about parts mexport does not use (Core
+# ML's macOS-only runtime, coremltools' scikit-learn converter and untested-torch note, torchao's
+# CUDA kernels, a torch.compile deprecation), before any output of mexport's own: an error would be
+# its sixteenth line. Errors from them still show.
+QUIET_LOGGERS = ("coremltools", "torchao", "torch.utils._pytree")
+
+
 def handle_errors(fn):
     """Typed errors -> one line on stderr and their exit code. An OSError the library did not turn
     into a typed error (a disk filling up under a converter) is still one line, exit 2. SIGINT and
@@ -31,9 +38,12 @@ def handle_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import logging
         import signal
         import threading
 
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, _terminate)

@@ -3,6 +3,7 @@ make mexport read outside it or exhaust the machine. Checksums catch damage; sig
 tampering."""
 
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TINY, invoke, one_error_line, reseal, staging_left
+from .conftest import ROOT, TINY, invoke, one_error_line, reseal, staging_left
 
 PAYLOAD = """import pathlib
 pathlib.Path({marker!r}).write_text("the payload ran")
@@ -325,3 +326,17 @@ def test_signature_faults_are_one_line(tiny_bundle, keys, tmp_path, fault):
     before = sorted(p.name for p in tmp_path.iterdir())
     one_error_line(invoke(*args), 2, msg)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no signature written, nothing else either
+
+
+def test_a_refused_package_is_one_line_in_a_fresh_process(tiny_coreml, tmp_path):
+    """The same refusal as a user's shell sees it: importing coremltools and torchao logs a dozen
+    notices on stderr, which in-process tests never see (they were imported earlier)."""
+    d = tmp_path / "received"
+    shutil.copytree(tiny_coreml, d)
+    retarget_manifest(d / "fused.mlpackage", "/etc/passwd")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "mexport.cli", "validate", str(d / "fused.mlpackage"), "--model", TINY, "-q"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.splitlines() == [f"Error: {d / 'fused.mlpackage'}: corrupt or not a Core ML model package "
+                                       "(Manifest.json names the model spec '/etc/passwd', outside the package)"], out.stderr
