@@ -114,6 +114,7 @@ BASELINES = {
     "an entry that is not an object": ({"schema": 1, "artifacts": {"onnx-fp32/fused.onnx": 5}}, "must be an object"),
     "newer schema": ({"schema": 2, "artifacts": {}}, "has schema 2, expected 1"),
     "not JSON": ("{", "is not valid JSON"),
+    "a recipe given as the baseline": ({"schema": 1, "name": "r", "layers": {}}, "unknown fields ['layers', 'name']"),
     "a directory": (None, "is a directory, not a JSON file"),
 }
 

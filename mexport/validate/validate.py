@@ -159,6 +159,9 @@ def load_baseline(path: Path) -> dict[str, Any]:
         raise InputError(f"baseline {path}: not a baseline (a JSON object with schema and artifacts), got a {type(d).__name__}")
     if d.get("schema") != BASELINE_SCHEMA:
         raise InputError(f"baseline {path} has schema {d.get('schema')!r}, expected {BASELINE_SCHEMA}")
+    unknown = sorted(set(d) - {"schema", "artifacts"})
+    if unknown:  # another file of mexport's (a recipe, a report) given as the baseline
+        raise InputError(f"baseline {path}: unknown fields {unknown}; a baseline holds schema and artifacts")
     arts = d.get("artifacts", {})
     if not isinstance(arts, dict):
         raise InputError(f"baseline {path}: 'artifacts' must map artifact labels to their results, got a {type(arts).__name__}")
