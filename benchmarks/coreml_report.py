@@ -130,7 +130,9 @@ def write(out: Path, rows, pipeline, model: str, ps) -> None:
               "activations (MIL quantize/dequantize, iOS17+), calibrated on scikit-image's calibration photos on the torch "
               "side with `coremltools.optimize.torch.quantization.LinearQuantizer` (MinMax observers, affine "
               "activations); the model's default recipe keeps its declared layers float (`recipe.json`).", ""]
-    out.write_text("\n".join(lines))
+    from mexport.io import atomic_write_text
+
+    atomic_write_text(out, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mexport.api import load_pipeline
+from mexport.io import atomic_write_text
 from mexport.export import export, get_target
 from mexport.photos import DEFAULT_EVAL, default_photos, load_photo
 from mexport.quantize.recipes import RECIPES
@@ -187,8 +188,8 @@ def main() -> None:
               "- fp16 has no fp16 Conv kernel on this CPU: onnxruntime inserts casts and computes in fp32 (half the file size, no speed-up).",
               "- Dynamic int8 (ConvInteger) is both broken (same weights) and slow on this CPU; its export fails the 30 dB gate, as it should.",
               "", "Recipe notes: " + rec.notes, ""]
-    args.out.write_text("\n".join(lines) + "\n")
-    (args.out.with_suffix(".json")).write_text(json.dumps({"rows": rows, "ort_rows": ort_rows, "latency_ms": {f"{k[0]}|{k[1]}|{k[2]}": v for k, v in lat.items()}}, indent=2) + "\n")
+    atomic_write_text(args.out, "\n".join(lines) + "\n")
+    atomic_write_text(args.out.with_suffix(".json"), json.dumps({"rows": rows, "ort_rows": ort_rows, "latency_ms": {f"{k[0]}|{k[1]}|{k[2]}": v for k, v in lat.items()}}, indent=2) + "\n")
     print("\n".join(lines))
 
 

@@ -186,7 +186,9 @@ def main() -> None:
     lines += fp32_section(fp32_rows)
     lines += old_runtime_section(old_rows, args.repeats)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    from mexport.io import atomic_write_text
+
+    atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +17,10 @@ def load_pipeline(model: str | None = None):
     return MattingPipeline(load_model(model or DEFAULT_MODEL))
 
 
-def atomic_save_image(img, path: Path) -> None:
-    """Write to a temporary file beside the target, then rename: never a half-written output."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        img.save(tmp, format="PNG" if path.suffix.lower() == ".png" else "WEBP", **({"lossless": True} if path.suffix.lower() == ".webp" else {}))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def save_image(img, path: Path) -> None:
+    """PNG, or lossless WebP, by the suffix of ``path`` (which may be a temporary name)."""
+    webp = path.suffix.lower() == ".webp"
+    img.save(path, format="WEBP" if webp else "PNG", **({"lossless": True} if webp else {}))
 
 
 def resolve_photo_arg(arg: str | Path) -> Path:
@@ -66,9 +57,12 @@ def cutout_paths(photos: list[Path], out: Path) -> list[Path]:
 
 
 def cutout(photos: list[str | Path], out: str | Path, model: str | None = None, runner=None, progress=None) -> list[Path]:
-    """Cut out each photo (RGBA, alpha = matte) with the float pipeline or a given runner."""
+    """Cut out each photo (RGBA, alpha = matte) with the float pipeline or a given runner. Every
+    cutout is made before any is put in place, so a failure leaves no output at all."""
     from PIL import Image
 
+    from .errors import ArtifactRunError
+    from .io import install, staging
     from .photos import load_photo
     from .runner import TorchRunner, run_photo
 
@@ -76,15 +70,21 @@ def cutout(photos: list[str | Path], out: str | Path, model: str | None = None, 
     targets = cutout_paths(photos, Path(out))
     images = [load_photo(p) for p in photos]  # every input is checked before anything is written
     runner = runner or TorchRunner(load_pipeline(model))
-    written = []
-    for img, target in zip(images, targets):
-        alpha = run_photo(runner, img)
-        a8 = np.clip(np.round(alpha * 255.0), 0, 255).astype(np.uint8)
-        atomic_save_image(Image.fromarray(np.dstack([img, a8]), "RGBA"), target)
-        written.append(target)
-        if progress:
-            progress()
-    return written
+    with staging(Path(out).parent, "cutout", out) as stage:
+        staged = {}
+        for i, (photo, img, target) in enumerate(zip(photos, images, targets)):
+            alpha = run_photo(runner, img)
+            if not np.isfinite(alpha).all():
+                # NaN would become a fully transparent cutout, silently: the model is broken.
+                why = f"{runner.name} gives NaN or Inf in the alpha of {photo}; nothing written"
+                raise ArtifactRunError(why) if not isinstance(runner, TorchRunner) else InputError(f"model {why}")
+            a8 = np.clip(np.round(alpha * 255.0), 0, 255).astype(np.uint8)
+            staged[target] = stage / f"{i}{target.suffix}"
+            save_image(Image.fromarray(np.dstack([img, a8]), "RGBA"), staged[target])
+            if progress:
+                progress()
+        install(staged, stage / "old")
+    return targets
 
 
 def export(target: str, out: str | Path, model: str | None = None, precision: str = "fp32", target_options: dict | None = None,

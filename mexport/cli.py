@@ -15,25 +15,86 @@ from .ui import ProgressUI
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI job cancelled, ``kill``, a container stopping), raised where the process is,
+    so that the clean-up a Ctrl-C runs (staging directories, temporary files, locks) runs too."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+# Loggers that print a dozen import-time notices on stderr about parts mexport does not use (Core
+# ML's macOS-only runtime, coremltools' scikit-learn converter and untested-torch note, torchao's
+# CUDA kernels, a torch.compile deprecation), before any output of mexport's own: an error would be
+# its sixteenth line. Errors from them still show.
+QUIET_LOGGERS = ("coremltools", "torchao", "torch.utils._pytree")
+
+
 def handle_errors(fn):
-    """Typed errors -> one line on stderr and their exit code; nothing else escapes as a traceback
-    except real bugs, which still say what happened in one line."""
+    """Typed errors -> one line on stderr and their exit code. An OSError the library did not turn
+    into a typed error (a disk filling up under a converter) is still one line, exit 2. SIGINT and
+    SIGTERM clean up and exit 130 / 143. Anything else is a bug and keeps its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import logging
+        import signal
+        import threading
+
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             return fn(*args, **kwargs)
         except MexportError as e:
             click.echo(f"Error: {e}", err=True)
             sys.exit(e.exit_code)
+        except Terminated:
+            click.echo("Terminated.", err=True)
+            sys.exit(143)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
         except MemoryError:
             click.echo("Error: out of memory", err=True)
             sys.exit(2)
+        except OSError as e:
+            where = f": {e.filename}" if e.filename else ""
+            click.echo(f"Error: {e.strerror or e}{where}", err=True)
+            sys.exit(2)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+class MexportGroup(click.Group):
+    """Click's usage errors as one line too ("Error: ... (see mexport CMD -h)"), like every other
+    error: scripts and CI logs read the last line, and a bad option is bad input (exit 2)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # `mexport bundle`: its help is the answer
+            e.show()
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            hint = f" (see {e.ctx.command_path} -h)" if e.ctx is not None else ""
+            click.echo(f"Error: {e.format_message()}{hint}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            click.echo(f"Error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)  # --help, --version: click returns their exit code
 
 
 def model_option(fn):
@@ -75,7 +136,7 @@ def print_json(obj) -> None:
     click.echo(json.dumps(_clean(obj), indent=2, sort_keys=True, default=str))
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=MexportGroup, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="mexport")
 def main() -> None:
     """mexport: export a PyTorch coarse+refine matting model to ONNX, LiteRT and Core ML, and prove
@@ -267,11 +328,18 @@ def validate(artifacts, data, model, min_psnr, max_sad_increase, max_grad_increa
     from .validate.report import to_markdown, write_reports
     from .validate.validate import Gates, validate as run_validate, write_baseline
 
+    from .io import check_target
+
     cfg = load_config(config)
     pick = lambda v, k: v if v is not None else cfg.get(k)  # noqa: E731
     baseline = baseline or (Path(cfg["baseline"]) if cfg.get("baseline") else None)
     if update_baseline and baseline is None:
         raise click.UsageError("--update-baseline needs --baseline FILE")
+    # Every output is checked now, not after the artifacts ran.
+    if update_baseline:
+        check_target(baseline, directory=False)
+    if report is not None:
+        check_target(report, directory=True)
     try:
         gates = Gates(pick(min_psnr, "min_psnr"), pick(max_sad_increase, "max_sad_increase"),
                       pick(max_grad_increase, "max_grad_increase"), pick(max_latency_ratio, "max_latency_ratio"))
@@ -465,19 +533,49 @@ def bundle_create(artifacts, out, report, photos, model):
 
 @bundle.command("verify")
 @click.argument("path", type=click.Path(path_type=Path))
+@click.option("--allowed-signers", type=click.Path(path_type=Path), default=None,
+              help="Also check PATH.sig against these keys (ssh-keygen's ALLOWED SIGNERS format), before anything else.")
+@click.option("--identity", default=None, help="The signer to expect (a principal in --allowed-signers).")
+@click.option("--signature", type=click.Path(path_type=Path), default=None, help="The signature file (default PATH.sig).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the verdict.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (for scripts).")
 @handle_errors
-def bundle_verify(path, quiet, as_json):
-    """Check PATH's schema and every checksum, and run its golden vectors on every runtime here."""
+def bundle_verify(path, allowed_signers, identity, signature, quiet, as_json):
+    """Check PATH's schema and every checksum, and run its golden vectors on every runtime here.
+
+    Checksums catch damage, not tampering: give --allowed-signers and --identity to also require
+    a signature (`mexport bundle sign`) by that key."""
     from .bundle import verify_bundle
 
-    rep = verify_bundle(path, log=(lambda s: None) if quiet or as_json else (lambda s: click.echo(s, err=True)))
+    if (allowed_signers is None) != (identity is None):
+        raise click.UsageError("--allowed-signers and --identity go together: whose signature, checked against which keys")
+    if signature is not None and allowed_signers is None:
+        raise click.UsageError("--signature needs --allowed-signers and --identity")
+    rep = verify_bundle(path, log=(lambda s: None) if quiet or as_json else (lambda s: click.echo(s, err=True)),
+                        allowed_signers=allowed_signers, identity=identity, signature=signature)
     if as_json:
-        print_json({"path": str(rep.path), "passed": rep.passed, "files": rep.files, "results": rep.results, "skipped": rep.skipped})
+        print_json({"path": str(rep.path), "passed": rep.passed, "files": rep.files, "results": rep.results, "skipped": rep.skipped,
+                    "signature": rep.signature})
         return
     skipped = f", {len(rep.skipped)} artifact(s) skipped (no runtime here)" if rep.skipped else ""
-    click.echo(f"PASS: {rep.files} files, {len(rep.results)} golden vectors{skipped}")
+    signed = f", signed by {identity}" if rep.signature else ""
+    click.echo(f"PASS: {rep.files} files, {len(rep.results)} golden vectors{skipped}{signed}")
+
+
+@bundle.command("sign")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--key", "-k", required=True, type=click.Path(path_type=Path),
+              help="SSH private key (e.g. from ssh-keygen -t ed25519), or its .pub with the private key in ssh-agent.")
+@click.option("--signature", type=click.Path(path_type=Path), default=None, help="Where to write the signature (default PATH.sig).")
+@handle_errors
+def bundle_sign(path, key, signature):
+    """Sign the bundle PATH (checked first) with an SSH key: OpenSSH's signature format, as git uses.
+
+    Check it with `mexport bundle verify PATH --allowed-signers FILE --identity ID`, or without mexport:
+    `ssh-keygen -Y verify -f FILE -I ID -n mexport-bundle -s PATH.sig < PATH` (a zip bundle)."""
+    from .bundle.sign import sign_bundle
+
+    click.echo(f"wrote {sign_bundle(path, key, signature)}")
 
 
 @main.command()

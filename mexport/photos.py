@@ -6,6 +6,7 @@ runner, float or exported, goes through them, so an artifact and its reference s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,19 @@ def skimage_photo_path(name: str) -> Path:
     return hits[0]
 
 
+@contextlib.contextmanager
+def _no_bomb_warning():
+    """PIL warns (two lines on stderr) about an image over its limit before mexport's own check,
+    which refuses it in one line; the warning would only repeat that."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
 def load_photo(path: str | Path) -> np.ndarray:
     """Any JPEG/PNG/WebP -> HxWx3 uint8 RGB, EXIF orientation applied. Bad input -> InputError."""
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -49,7 +63,7 @@ def load_photo(path: str | Path) -> np.ndarray:
     prev = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with Image.open(path) as im:
+        with _no_bomb_warning(), Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise InputError(f"{path}: {im.width}x{im.height} is over the {MAX_PIXELS // 1_000_000} megapixel limit")
             im = ImageOps.exif_transpose(im)
@@ -86,6 +100,46 @@ def _to_rgb(im) -> np.ndarray:
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(bg, rgba)
     return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+
+
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def load_matte(path: str | Path, photo_hw: tuple[int, int], what: str = "alpha") -> np.ndarray:
+    """A ground-truth alpha (or trimap) as HxW float32 in [0, 1], at its photo's size. 16-bit PNGs
+    keep their 16 bits (PIL's convert("L") clips them to 255: a binarised matte); 8-bit, palette,
+    RGB(A) images are read as their luminance. Bad input -> InputError naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    prev = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with _no_bomb_warning(), Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise InputError(f"{what} {path}: {im.width}x{im.height} is over the {MAX_PIXELS // 1_000_000} megapixel limit")
+            im.load()
+            if im.mode in SIXTEEN_BIT:
+                a = np.asarray(im, dtype=np.float64) / 65535.0
+            elif im.mode == "F":
+                a = np.asarray(im, dtype=np.float64)
+            else:
+                a = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
+    except InputError:
+        raise
+    except Image.DecompressionBombError:
+        raise InputError(f"{what} {path}: over the {MAX_PIXELS // 1_000_000} megapixel limit") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{what} {path}: not an image PIL can read (a grayscale PNG expected)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{what} {path}: broken or truncated image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = prev
+    if a.shape != tuple(photo_hw):
+        raise InputError(f"{what} {path} is {a.shape[1]}x{a.shape[0]}, its photo {photo_hw[1]}x{photo_hw[0]}")
+    if not np.isfinite(a).all():
+        raise InputError(f"{what} {path}: NaN or Inf values")
+    return np.clip(a, 0.0, 1.0).astype(np.float32)
 
 
 def list_photos(folder: str | Path) -> list[Path]:

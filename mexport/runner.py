@@ -42,6 +42,12 @@ class TorchRunner:
         with torch.inference_mode():
             out = self.pipeline(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
                                 *(torch.from_numpy(np.ascontiguousarray(e, dtype=np.float32)) for e in extra))
+        want = (image.shape[0], 1, *image.shape[2:])
+        if tuple(out.shape) != want:  # a model of the user's: its contract, checked where it is first run
+            from .errors import InputError
+
+            raise InputError(f"model {self.pipeline.model_info.name!r} returns alpha of shape {tuple(out.shape)}; "
+                             f"the contract is one channel at the input's size, {want}")
         return out.numpy().astype(np.float32)
 
 

@@ -150,20 +150,34 @@ class Provenance:
     converters: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in ("model", "weights_sha256", "role", "target", "precision", "mexport_version"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+        for name in ("recipe", "calib_sha256", "calib_method"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string or null, got {getattr(self, name)!r}")
         if self.role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
         if len(self.weights_sha256) != 64:
             raise ValueError("weights_sha256 must be a sha256 hex digest")
+        if not isinstance(self.spec, dict) or not isinstance(self.converters, dict):
+            raise ValueError("spec and converters must be objects")
         PipelineSpec.from_dict(self.spec)  # raises if the spec is not valid
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, s: str) -> "Provenance":
-        d = json.loads(s)
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def from_json(cls, s: str | bytes) -> "Provenance":
+        """ValueError for anything that is not a valid record (it comes from a file from anywhere)."""
+        try:
+            d = json.loads(s)
+            if not isinstance(d, dict):
+                raise ValueError("not a JSON object")
+            known = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except (TypeError, KeyError, AttributeError, UnicodeDecodeError) as e:
+            raise ValueError(str(e)) from None
 
     @property
     def pipeline_spec(self) -> PipelineSpec:

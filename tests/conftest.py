@@ -60,3 +60,101 @@ def reference_int8_exports(tmp_path_factory):
         assert r.exit_code == 0, r.output
         out[target] = d
     return out
+
+
+TINY = f"{BYO}:factory"
+
+
+def invoke(*args, env=None, input=None):
+    """The CLI in-process, as a user types it; exceptions that escape the CLI fail the test. Python
+    warnings go to its stderr as in a real run (pytest would record them instead, hiding a warning
+    line printed before an error line)."""
+    import sys
+    import warnings
+
+    from click.testing import CliRunner
+
+    from mexport.cli import main
+
+    def to_stderr(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = to_stderr  # sys.stderr is the runner's while it runs
+        return CliRunner().invoke(main, [str(a) for a in args], env=env, input=input, catch_exceptions=False)
+
+
+def one_error_line(r, code: int, *needles: str) -> str:
+    """A failed command as the issue wants it: exit ``code``, exactly one line on stderr (the error),
+    naming what went wrong, and no traceback anywhere."""
+    assert r.exit_code == code, (r.exit_code, r.output)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.stderr
+    assert "Traceback" not in r.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def staging_left(root: Path) -> list[Path]:
+    """mexport's staging directories and temporary files under ``root`` (none may outlive a run)."""
+    return [p for p in files_under(root) if p.name.startswith(".mexport-") or p.name.endswith(".tmp")]
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> Path:
+    """The tiny BYO model's checked fp32 ONNX export (coarse.onnx, fused.onnx). Shared: copy, never modify."""
+    from mexport import api
+
+    out = tmp_path_factory.mktemp("tiny") / "onnx-fp32"
+    api.export("onnx", out, model=TINY)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_coreml(tmp_path_factory) -> Path:
+    """The tiny BYO model's checked fp16 Core ML export (coarse/fused.mlpackage). Shared: copy it."""
+    from mexport import api
+
+    out = tmp_path_factory.mktemp("tiny") / "coreml-fp16"
+    api.export("coreml", out, model=TINY, precision="fp16")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_onnx, tmp_path_factory) -> Path:
+    """A verified bundle (zip) of the tiny model's ONNX export. Shared: copy or rewrite it elsewhere."""
+    from mexport.bundle import create_bundle
+
+    return create_bundle([tiny_onnx], tmp_path_factory.mktemp("bundle") / "tiny.zip", model=TINY, photos=("astronaut",)).path
+
+
+def reseal(src: Path, dst: Path, change: dict[str, bytes] | None = None, edit=None) -> Path:
+    """A copy of a bundle zip with some files' bytes replaced and the manifest edited (``edit``
+    takes the manifest dict), then every checksum recomputed and the manifest resealed with a valid
+    self-checksum: what anyone can do to a bundle without a key."""
+    import hashlib
+    import json
+    import zipfile
+
+    from mexport.bundle.manifest import MANIFEST, dumps, tree_sha256
+
+    with zipfile.ZipFile(src) as zf:
+        files = {n: zf.read(n) for n in zf.namelist()}
+    files.update(change or {})
+    m = json.loads(files.pop(MANIFEST))
+    for name in change or {}:
+        m["files"][name] = {"sha256": hashlib.sha256(files[name]).hexdigest(), "size": len(files[name])}
+    digests = {n: f["sha256"] for n, f in m["files"].items()}
+    for art in m["artifacts"]:
+        for model in art["models"].values():
+            model["sha256"] = tree_sha256(digests, model["file"]) if model.get("directory") else digests[model["file"]]
+    if edit is not None:
+        edit(m)
+    files[MANIFEST] = dumps(m)
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(files):
+            zf.writestr(name, files[name])
+    return dst
+

@@ -2,25 +2,33 @@
 
 Writing: entries sorted, every timestamp 1980-01-01 00:00, permissions 0644, no directory entries,
 no absolute paths, one compression level, so the same files give a byte-identical zip; written to
-a temporary file beside the target and renamed, so a failure never leaves half a bundle.
+a temporary file beside the target and renamed (:mod:`mexport.io`), so a failure never leaves half
+a bundle.
 
-Reading: every entry name is checked (zip-slip, symlinks, duplicates) before anything is read.
+Reading: every entry name is checked (zip-slip, symlinks, duplicates) before anything is read, and
+the sizes the zip declares are summed against :data:`MAX_UNPACKED` on opening: a small zip that
+inflates to gigabytes (a zip bomb) is refused before one byte is inflated. Every read is bounded by
+the size the caller expects (the manifest's), in chunks, so a lying header cannot make mexport
+inflate more than that either.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
+import hashlib
 import stat
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Iterator
 
+from ..io import atomic_path
 from .manifest import BundleError, safe_member
 
 EPOCH = (1980, 1, 1, 0, 0, 0)
-FILE_MODE = 0o644
+FILE_MODE = 0o644  # inside the zip: fixed, so the bytes do not depend on the writer's umask
+# What a bundle may unpack to, in all: the reference model's bundle for every target is ~60 MB.
+MAX_UNPACKED = 2 << 30
+CHUNK = 1 << 20
 
 
 def list_tree(root: Path) -> list[str]:
@@ -35,10 +43,7 @@ def list_tree(root: Path) -> list[str]:
 
 
 def write_zip(staging: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(dest) as tmp:
         with zipfile.ZipFile(tmp, "w") as zf:
             for name in list_tree(staging):
                 info = zipfile.ZipInfo(name, date_time=EPOCH)
@@ -46,84 +51,98 @@ def write_zip(staging: Path, dest: Path) -> None:
                 info.create_system = 3  # unix, so external_attr carries the mode
                 info.external_attr = (stat.S_IFREG | FILE_MODE) << 16
                 zf.writestr(info, (staging / name).read_bytes(), compresslevel=6)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
-def move_dir(staging: Path, dest: Path) -> None:
-    """Replace ``dest`` (absent, empty, or an earlier bundle) with ``staging`` by renames."""
+def move_dir(staging: Path, dest: Path, backup: Path) -> None:
+    """Replace ``dest`` (absent, empty, or an earlier bundle) with ``staging``, all or nothing
+    (:func:`mexport.io.install`); the old bundle goes to ``backup`` and is removed with it."""
+    from ..io import install
+
     if dest.exists():
         if not dest.is_dir():
             raise BundleError(f"{dest} exists and is not a directory")
         if any(dest.iterdir()) and not (dest / "manifest.json").is_file():
             raise BundleError(f"{dest} exists and is not a bundle; refusing to replace it")
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-        try:
-            os.replace(staging, dest)
-        except BaseException:
-            os.replace(old, dest)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging, dest)
-    for p in [dest, *dest.rglob("*")]:
-        os.chmod(p, 0o755 if p.is_dir() else FILE_MODE)
+    install({dest: staging}, backup)
 
 
 class BundleReader:
-    """A bundle's files by bundle path, from a zip or a directory, with unsafe names refused."""
+    """A bundle's files by bundle path, from a zip or a directory, with unsafe names and unpacked
+    sizes over ``max_unpacked`` refused on opening."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, max_unpacked: int = MAX_UNPACKED) -> None:
         self.path = Path(path)
         self._zip: zipfile.ZipFile | None = None
+        self.sizes: dict[str, int] = {}
         if not self.path.exists():
             raise BundleError(f"bundle not found: {self.path}")
         if self.path.is_dir():
             self.names = list_tree(self.path)
-            return
-        try:
-            self._zip = zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, OSError) as e:
-            raise BundleError(f"{self.path}: not a readable zip file ({e})") from None
-        names = []
-        for info in self._zip.infolist():
-            safe_member(info.filename)
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise BundleError(f"{self.path}: entry {info.filename!r} is a symbolic link; refusing it")
-            if info.is_dir():
-                continue
-            names.append(info.filename)
-        if len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})
-            raise BundleError(f"{self.path}: duplicate entries {', '.join(dup[:3])}")
-        self.names = sorted(names)
+            self.sizes = {n: (self.path / n).stat().st_size for n in self.names}
+        else:
+            try:
+                self._zip = zipfile.ZipFile(self.path)
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+                raise BundleError(f"{self.path}: not a readable zip file ({e})") from None
+            for info in self._zip.infolist():
+                safe_member(info.filename)
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    raise BundleError(f"{self.path}: entry {info.filename!r} is a symbolic link; refusing it")
+                if info.is_dir():
+                    continue
+                if info.filename in self.sizes:
+                    raise BundleError(f"{self.path}: duplicate entries {info.filename}")
+                self.sizes[info.filename] = info.file_size
+            self.names = sorted(self.sizes)
+        total = sum(self.sizes.values())
+        if total > max_unpacked:
+            raise BundleError(f"{self.path}: its files unpack to {total / 2**30:.1f} GiB, over the {max_unpacked / 2**30:.1f} GiB "
+                              "a bundle may hold (a zip bomb?); refusing to unpack it")
 
-    def read(self, name: str) -> bytes:
-        if name not in self.names:
+    def chunks(self, name: str, limit: int) -> Iterator[bytes]:
+        """The file's bytes in chunks; more than ``limit`` bytes is an error (never read past it)."""
+        if name not in self.sizes:
             raise BundleError(f"{name}: missing from the bundle")
-        if self._zip is None:
-            return (self.path / name).read_bytes()
+        if self.sizes[name] > limit:
+            raise BundleError(f"{name}: {self.sizes[name]} bytes, more than the {limit} expected")
         try:
-            return self._zip.read(name)
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as e:  # bad CRC or deflate data
-            raise BundleError(f"{name}: cannot be read from the zip ({e})") from None
+            with (open(self.path / name, "rb") if self._zip is None else self._zip.open(name)) as f:
+                left = limit + 1  # one byte more than allowed tells a lying header apart
+                while left > 0:
+                    chunk = f.read(min(CHUNK, left))
+                    if not chunk:
+                        return
+                    left -= len(chunk)
+                    if left <= 0:
+                        raise BundleError(f"{name}: holds more than the {limit} bytes expected (a lying zip header?)")
+                    yield chunk
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError) as e:  # bad CRC or deflate data
+            raise BundleError(f"{name}: cannot be read from the bundle ({e})") from None
 
-    def extract(self, dest: Path) -> Path:
-        """The bundle's files under ``dest`` (names were checked on open); a directory bundle is
-        used where it is."""
+    def read(self, name: str, limit: int) -> bytes:
+        return b"".join(self.chunks(name, limit))
+
+    def sha256(self, name: str, limit: int) -> tuple[str, int]:
+        """(sha256, size) of a file, streamed: a large file never sits in memory whole."""
+        h, n = hashlib.sha256(), 0
+        for chunk in self.chunks(name, limit):
+            h.update(chunk)
+            n += len(chunk)
+        return h.hexdigest(), n
+
+    def extract(self, dest: Path, sizes: dict[str, int]) -> Path:
+        """The files named in ``sizes`` (the manifest's) under ``dest``, each read no further than its
+        size there (names were checked on open); a directory bundle is used where it is."""
         if self._zip is None:
             return self.path
-        for name in self.names:
+        for name in sorted(sizes):
             target = dest / name
             if not target.resolve().is_relative_to(dest.resolve()):
                 raise BundleError(f"unsafe path in bundle: {name!r} (it would escape the target directory)")
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self.read(name))
+            with open(target, "wb") as f:
+                for chunk in self.chunks(name, sizes[name]):
+                    f.write(chunk)
         return dest
 
     def close(self) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -93,9 +92,11 @@ def validation_from_report(report_dir: Path, artifacts, staging: Path) -> list[d
         if not f.is_file():
             raise InputError(f"--report {report_dir}: {f.name} not found (write it with `mexport validate ... --report {report_dir}`)")
     try:
-        d = json.loads(vj.read_text())
-    except json.JSONDecodeError as e:
+        d = json.loads(vj.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{vj}: not valid JSON ({e})") from None
+    if not isinstance(d, dict) or not isinstance(d.get("artifacts", []), list) or not all(isinstance(a, dict) for a in d.get("artifacts", [])):
+        raise InputError(f"{vj}: not a validate.json report (an object with a list of artifact results)")
     if d.get("schema") != VALIDATE_SCHEMA:
         raise InputError(f"{vj}: schema {d.get('schema')!r}, this mexport reads validate.json schema {VALIDATE_SCHEMA}")
     labels = [a.label for a in artifacts]
@@ -174,13 +175,10 @@ def _spec_info(spec) -> dict[str, Any]:
 def create_bundle(paths: list[str | Path], out: str | Path, report: Path | None = None, model: str | None = None,
                   photos: tuple[str, ...] = GOLDEN_PHOTOS, log: Callable[[str], Any] = lambda s: None) -> BundleResult:
     """Write a bundle of ``paths`` (files or export directories) to ``out`` (``.zip``, or a directory)."""
-    from ..export import get_target
     from ..export.base import _check_writable
-    from ..photos import prepare
+    from ..io import output_lock, staging
     from ..validate.artifacts import discover
     from .archive import move_dir, write_zip
-    from .card import render_readme
-    from .describe import describe
     from .golden import golden_photos
 
     artifacts = discover(list(paths))
@@ -193,106 +191,118 @@ def create_bundle(paths: list[str | Path], out: str | Path, report: Path | None 
             raise InputError(f"{a.label}: golden vectors for models with extra inputs need real data for them; not supported yet")
     out = Path(out)
     as_zip = out.suffix.lower() == ".zip"
-    parent = _check_writable(out.parent if as_zip else out)
-    staging = Path(tempfile.mkdtemp(prefix=".mexport-bundle-", dir=parent))
-    try:
-        if report is not None:
-            log(f"reading validation results from {report}")
-            validation = validation_from_report(report, artifacts, staging)
-        else:
-            log("no --report: checking fidelity against the float model (as `mexport validate` does)")
-            validation = fidelity_only(artifacts, model)
-
-        dirs = _bundle_dirs(artifacts)
-        copied: dict[Path, str] = {}
-        entries: list[dict[str, Any]] = []
-        for a, checked in zip(artifacts, validation):
-            target = get_target(a.target)
-            models: dict[str, dict[str, Any]] = {}
-            for role, src in a.paths.items():
-                src = src.resolve()
-                bpath = f"models/{dirs[src.parent]}/{src.name}"
-                if src not in copied:
-                    _copy(src, staging / bpath)
-                    copied[src] = bpath
-                    for extra in target.companions(src):
-                        _copy(extra, staging / bpath.rsplit("/", 1)[0] / extra.name)
-                prov = target.read_provenance(src)
-                models[role] = {"file": bpath, "directory": src.is_dir(), "provenance": json.loads(prov.to_json()),
-                                **describe(a.target, src, prov)}
-            art_id, slug = _ident(a, dirs[next(iter(a.paths.values())).resolve().parent])
-            compute = next((m.get("compute_precision") for m in models.values() if m.get("compute_precision")), None)
-            tol = tolerance_for(a.precision, compute)
-            entries.append({"id": art_id, "slug": slug, "format": a.target, "precision": a.precision, "kind": a.kind,
-                            "model": a.provenance.model, "weights_sha256": a.provenance.weights_sha256,
-                            "models": models, "pipeline": _spec_info(a.provenance.pipeline_spec),
-                            "validation": _round(checked), "tolerance": tol.to_dict(), "golden": []})
-
-        log(f"golden vectors on {', '.join(photos)}")
-        photo_arrays = golden_photos(tuple(photos))
-        sets: dict[str, Any] = {}
-        for a, entry in zip(artifacts, entries):
-            spec = a.provenance.pipeline_spec
-            h, w = spec.refine_size
-            set_id = f"{w}x{h}-{spec.aspect}-{spec.photo_resize}"
-            nhwc = any(i["layout"] == "NHWC" for m in entry["models"].values() for i in m["inputs"])
-            s = sets.setdefault(set_id, {"id": set_id, "shape_nchw": [1, 3, h, w], "photos": {}})
-            runner = a.runner(threads=1)
-            for name, photo in photo_arrays:
-                base = f"golden/{set_id}/{name}"
-                x, _ = prepare(photo, spec)
-                if name not in s["photos"]:
-                    write_png(staging / base / "image.png", x)
-                    write_f32(staging / base / "input.nchw.f32", x)
-                    s["photos"][name] = {"image": f"{base}/image.png", "input_nchw": f"{base}/input.nchw.f32"}
-                if nhwc and "input_nhwc" not in s["photos"][name]:
-                    write_f32(staging / base / "input.nhwc.f32", x.transpose(0, 2, 3, 1))
-                    s["photos"][name]["input_nhwc"] = f"{base}/input.nhwc.f32"
-                alpha = runner(x)
-                if not np.isfinite(alpha).all():
-                    raise FidelityError(f"{entry['id']}: NaN or Inf in its alpha for golden photo {name}; nothing written")
-                exp = f"{base}/expected/{entry['slug']}.f32"
-                write_f32(staging / exp, alpha)
-                entry["golden"].append({"photo": name, "set": set_id, "expected": exp, "shape": [int(d) for d in alpha.shape]})
-
-        golden = {
-            "photos": list(photos),
-            "source": "scikit-image's bundled photos (CC0), preprocessed by mexport.photos.prepare",
-            "encoding": "raw float32, little-endian, row-major (C order), no header; image.png is 8-bit RGB",
-            "sets": [dict(v, photos=dict(sorted(v["photos"].items()))) for _, v in sorted(sets.items())],
-            "tolerances": {k: t.to_dict() for k, t in TOLERANCES.items()},
-            "expected_from": "each artifact run on this machine by mexport's runner for its format "
-                             "(onnxruntime CPU, LiteRT CPU, Core ML via the MIL emulator off macOS), one thread",
-        }
-        manifest: dict[str, Any] = {
-            "format": FORMAT, "schema": SCHEMA, "mexport_version": __version__,
-            "artifacts": entries, "golden": golden,
-            "validation_files": [f"{VALIDATION_DIR}/validate.json", f"{VALIDATION_DIR}/report.html"] if report is not None else [],
-            "tree_sha256": "sha256 over sorted 'relative/path<NUL>sha256<LF>' lines of a directory artifact's files",
-        }
-        (staging / "README.md").write_text(render_readme(manifest))
-
-        files = {}
-        for p in sorted(q for q in staging.rglob("*") if q.is_file()):
-            rel = p.relative_to(staging).as_posix()
-            files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
-        for entry in entries:
-            for m in entry["models"].values():
-                if m["directory"]:
-                    sub = {k: v["sha256"] for k, v in files.items() if k.startswith(m["file"] + "/")}
-                    m["sha256"] = tree_sha256(sub, m["file"])
-                    m["size"] = sum(files[k]["size"] for k in sub)
-                else:
-                    m["sha256"], m["size"] = files[m["file"]]["sha256"], files[m["file"]]["size"]
-        manifest["files"] = files
-        (staging / MANIFEST).write_bytes(dumps(manifest))
-
+    _check_writable(out.parent if as_zip else out)
+    if not as_zip and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
+        raise InputError(f"{out} exists and is not a bundle directory; refusing to replace it")
+    if as_zip and out.is_dir():
+        raise InputError(f"cannot write {out}: it is a directory")
+    photo_arrays = golden_photos(tuple(photos))  # before the slow work: a bad name fails now
+    with output_lock(out), staging(out.parent, "bundle", out) as work:
+        staging_dir = work / "bundle"
+        staging_dir.mkdir()
+        manifest = _stage(artifacts, staging_dir, report, model, photos, photo_arrays, log)
         if as_zip:
-            write_zip(staging, out)
+            write_zip(staging_dir, out)
         else:
-            move_dir(staging, out)
-            staging = None  # moved into place
+            move_dir(staging_dir, out, work / "old")
         return BundleResult(out, manifest)
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _stage(artifacts, staging: Path, report: Path | None, model: str | None, photos: tuple[str, ...], photo_arrays,
+           log: Callable[[str], Any]) -> dict[str, Any]:
+    """Everything a bundle holds, written into ``staging``; returns the manifest."""
+    from ..export import get_target
+    from ..photos import prepare
+    from .card import render_readme
+    from .describe import describe
+
+    if report is not None:
+        log(f"reading validation results from {report}")
+        validation = validation_from_report(report, artifacts, staging)
+    else:
+        log("no --report: checking fidelity against the float model (as `mexport validate` does)")
+        validation = fidelity_only(artifacts, model)
+
+    dirs = _bundle_dirs(artifacts)
+    copied: dict[Path, str] = {}
+    entries: list[dict[str, Any]] = []
+    for a, checked in zip(artifacts, validation):
+        target = get_target(a.target)
+        models: dict[str, dict[str, Any]] = {}
+        for role, src in a.paths.items():
+            src = src.resolve()
+            bpath = f"models/{dirs[src.parent]}/{src.name}"
+            if src not in copied:
+                _copy(src, staging / bpath)
+                copied[src] = bpath
+                for extra in target.companions(src):
+                    _copy(extra, staging / bpath.rsplit("/", 1)[0] / extra.name)
+            prov = target.read_provenance(src)
+            models[role] = {"file": bpath, "directory": src.is_dir(), "provenance": json.loads(prov.to_json()),
+                            **describe(a.target, src, prov)}
+        art_id, slug = _ident(a, dirs[next(iter(a.paths.values())).resolve().parent])
+        compute = next((m.get("compute_precision") for m in models.values() if m.get("compute_precision")), None)
+        tol = tolerance_for(a.precision, compute)
+        entries.append({"id": art_id, "slug": slug, "format": a.target, "precision": a.precision, "kind": a.kind,
+                        "model": a.provenance.model, "weights_sha256": a.provenance.weights_sha256,
+                        "models": models, "pipeline": _spec_info(a.provenance.pipeline_spec),
+                        "validation": _round(checked), "tolerance": tol.to_dict(), "golden": []})
+
+    log(f"golden vectors on {', '.join(photos)}")
+    sets: dict[str, Any] = {}
+    for a, entry in zip(artifacts, entries):
+        spec = a.provenance.pipeline_spec
+        h, w = spec.refine_size
+        set_id = f"{w}x{h}-{spec.aspect}-{spec.photo_resize}"
+        nhwc = any(i["layout"] == "NHWC" for m in entry["models"].values() for i in m["inputs"])
+        s = sets.setdefault(set_id, {"id": set_id, "shape_nchw": [1, 3, h, w], "photos": {}})
+        runner = a.runner(threads=1)
+        for name, photo in photo_arrays:
+            base = f"golden/{set_id}/{name}"
+            x, _ = prepare(photo, spec)
+            if name not in s["photos"]:
+                write_png(staging / base / "image.png", x)
+                write_f32(staging / base / "input.nchw.f32", x)
+                s["photos"][name] = {"image": f"{base}/image.png", "input_nchw": f"{base}/input.nchw.f32"}
+            if nhwc and "input_nhwc" not in s["photos"][name]:
+                write_f32(staging / base / "input.nhwc.f32", x.transpose(0, 2, 3, 1))
+                s["photos"][name]["input_nhwc"] = f"{base}/input.nhwc.f32"
+            alpha = runner(x)
+            if not np.isfinite(alpha).all():
+                raise FidelityError(f"{entry['id']}: NaN or Inf in its alpha for golden photo {name}; nothing written")
+            exp = f"{base}/expected/{entry['slug']}.f32"
+            write_f32(staging / exp, alpha)
+            entry["golden"].append({"photo": name, "set": set_id, "expected": exp, "shape": [int(d) for d in alpha.shape]})
+
+    golden = {
+        "photos": list(photos),
+        "source": "scikit-image's bundled photos (CC0), preprocessed by mexport.photos.prepare",
+        "encoding": "raw float32, little-endian, row-major (C order), no header; image.png is 8-bit RGB",
+        "sets": [dict(v, photos=dict(sorted(v["photos"].items()))) for _, v in sorted(sets.items())],
+        "tolerances": {k: t.to_dict() for k, t in TOLERANCES.items()},
+        "expected_from": "each artifact run on this machine by mexport's runner for its format "
+                         "(onnxruntime CPU, LiteRT CPU, Core ML via the MIL emulator off macOS), one thread",
+    }
+    manifest: dict[str, Any] = {
+        "format": FORMAT, "schema": SCHEMA, "mexport_version": __version__,
+        "artifacts": entries, "golden": golden,
+        "validation_files": [f"{VALIDATION_DIR}/validate.json", f"{VALIDATION_DIR}/report.html"] if report is not None else [],
+        "tree_sha256": "sha256 over sorted 'relative/path<NUL>sha256<LF>' lines of a directory artifact's files",
+    }
+    (staging / "README.md").write_text(render_readme(manifest))
+
+    files = {}
+    for p in sorted(q for q in staging.rglob("*") if q.is_file()):
+        rel = p.relative_to(staging).as_posix()
+        files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
+    for entry in entries:
+        for m in entry["models"].values():
+            if m["directory"]:
+                sub = {k: v["sha256"] for k, v in files.items() if k.startswith(m["file"] + "/")}
+                m["sha256"] = tree_sha256(sub, m["file"])
+                m["size"] = sum(files[k]["size"] for k in sub)
+            else:
+                m["sha256"], m["size"] = files[m["file"]]["sha256"], files[m["file"]]["size"]
+    manifest["files"] = files
+    (staging / MANIFEST).write_bytes(dumps(manifest))
+    return manifest

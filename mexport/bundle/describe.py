@@ -11,7 +11,6 @@ A registered target without a reader gets the pipeline contract's shapes, marked
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -190,12 +189,11 @@ def describe_tflite(path: Path, prov: Provenance) -> dict[str, Any]:
 
 @READERS.register("coreml")
 def describe_coreml(path: Path, prov: Provenance) -> dict[str, Any]:
-    from coremltools.proto import FeatureTypes_pb2, Model_pb2
+    from coremltools.proto import FeatureTypes_pb2
 
-    manifest = json.loads((path / "Manifest.json").read_text())
-    root = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]["path"]
-    spec = Model_pb2.Model()
-    spec.ParseFromString((path / "Data" / root).read_bytes())
+    from ..export.coreml import read_spec
+
+    spec = read_spec(path)  # through the package's own checks: every file it names is inside it
     ud = dict(spec.description.metadata.userDefined)
     arr = FeatureTypes_pb2.ArrayFeatureType
     dtypes = {arr.FLOAT32: "float32", arr.FLOAT16: "float16", arr.DOUBLE: "float64", arr.INT32: "int32"}

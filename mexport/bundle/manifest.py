@@ -18,6 +18,7 @@ from ..errors import InputError
 SCHEMA = 1
 FORMAT = "mexport-bundle"
 MANIFEST = "manifest.json"
+MAX_MANIFEST = 16 << 20  # the reference model's is ~60 KB
 _ZERO = "0" * 64
 _SELF = re.compile(rb'"manifest_sha256": "([0-9a-f]{64})"')
 REQUIRED = ("format", "schema", "mexport_version", "files", "artifacts", "golden", "manifest_sha256")
@@ -86,27 +87,101 @@ def loads(raw: bytes) -> dict[str, Any]:
     missing = [k for k in REQUIRED if k not in m]
     if missing:
         raise BundleError(f"{MANIFEST}: missing fields {', '.join(missing)}")
-    if not isinstance(m["files"], dict) or not all(isinstance(v, dict) and "sha256" in v and "size" in v for v in m["files"].values()):
-        raise BundleError(f"{MANIFEST}: 'files' must map each path to its sha256 and size")
-    for name in m["files"]:
-        safe_member(name)
-    golden = m["golden"]
-    if not isinstance(golden, dict) or not isinstance(golden.get("sets"), list) or not all(
-            isinstance(s, dict) and {"id", "shape_nchw", "photos"} <= set(s) for s in golden["sets"]):
-        raise BundleError(f"{MANIFEST}: 'golden' must hold a list of sets with id, shape_nchw and photos")
-    if not isinstance(m["artifacts"], list) or not m["artifacts"]:
-        raise BundleError(f"{MANIFEST}: 'artifacts' must be a non-empty list")
-    set_ids = {s["id"] for s in golden["sets"]}
-    for art in m["artifacts"]:
-        lacking = [k for k in ARTIFACT_FIELDS if not isinstance(art, dict) or k not in art]
-        if lacking:
-            raise BundleError(f"{MANIFEST}: an artifact entry lacks {', '.join(lacking)}")
-        for g in art["golden"]:
-            if not isinstance(g, dict) or g.get("set") not in set_ids or "expected" not in g or "shape" not in g:
-                raise BundleError(f"{MANIFEST}: artifact {art['id']!r} has a golden entry without a known set, expected file or shape")
-        for role, model in art["models"].items():
-            if not isinstance(model, dict) or "file" not in model:
-                raise BundleError(f"{MANIFEST}: artifact {art['id']!r} role {role!r} names no file")
-            if not any(f == model["file"] or f.startswith(model["file"] + "/") for f in m["files"]):
-                raise BundleError(f"{MANIFEST}: artifact {art.get('id')!r} names {model['file']}, which is not in the bundle")
+    check_structure(m)
     return m
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+TOLERANCE_BOUNDS = ("max_abs", "min_psnr_db", "max_mean_abs")
+KINDS = {"fused": ("fused",), "pair": ("coarse", "refine")}
+
+
+def _need(ok: bool, what: str) -> None:
+    if not ok:
+        raise BundleError(f"{MANIFEST}: {what}")
+
+
+def _is_int(v: Any, low: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _is_number(v: Any) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_structure(m: dict[str, Any]) -> None:
+    """Every field a reader uses, with its type, before anything uses it: a manifest resealed with a
+    valid self-checksum is still data from anywhere. The first problem is the error."""
+    from ..spec import PipelineSpec
+
+    files = m["files"]
+    _need(isinstance(files, dict), "'files' must map each path to its sha256 and size")
+    for name, f in files.items():
+        safe_member(name)
+        _need(isinstance(f, dict) and isinstance(f.get("sha256"), str) and _HEX64.fullmatch(f["sha256"]) is not None
+              and _is_int(f.get("size")), f"files[{name!r}] must hold a sha256 (64 hex digits) and a size (an integer >= 0)")
+
+    def a_file(v: Any, what: str) -> None:
+        _need(isinstance(v, str) and v in files, f"{what} must name a file listed in 'files', got {v!r}")
+
+    golden = m["golden"]
+    _need(isinstance(golden, dict) and isinstance(golden.get("sets"), list),
+          "'golden' must hold a list of sets with id, shape_nchw and photos")
+    sets: dict[str, dict[str, Any]] = {}
+    for s in golden["sets"]:
+        _need(isinstance(s, dict) and isinstance(s.get("id"), str) and s["id"] not in sets,
+              "each golden set needs a unique string id")
+        shape = s.get("shape_nchw")
+        _need(isinstance(shape, list) and len(shape) == 4 and all(_is_int(d, 1) for d in shape),
+              f"golden set {s['id']!r}: shape_nchw must be 4 positive integers")
+        _need(isinstance(s.get("photos"), dict), f"golden set {s['id']!r}: 'photos' must map names to files")
+        for name, ph in s["photos"].items():
+            _need(isinstance(ph, dict), f"golden set {s['id']!r} photo {name!r} must be an object")
+            a_file(ph.get("input_nchw"), f"golden set {s['id']!r} photo {name!r} input_nchw")
+        sets[s["id"]] = s
+
+    arts = m["artifacts"]
+    _need(isinstance(arts, list) and bool(arts), "'artifacts' must be a non-empty list")
+    ids = set()
+    for art in arts:
+        lacking = [k for k in ARTIFACT_FIELDS if not isinstance(art, dict) or k not in art]
+        _need(not lacking, f"an artifact entry lacks {', '.join(lacking)}")
+        aid = art["id"]
+        _need(isinstance(aid, str) and aid not in ids, f"artifact ids must be unique strings, got {aid!r}")
+        ids.add(aid)
+        for k in ("format", "precision"):
+            _need(isinstance(art[k], str), f"artifact {aid!r}: {k} must be a string")
+        _need(art["kind"] in KINDS, f"artifact {aid!r}: kind must be one of {', '.join(KINDS)}, got {art['kind']!r}")
+        models = art["models"]
+        _need(isinstance(models, dict) and sorted(models) == sorted(KINDS[art["kind"]]),
+              f"artifact {aid!r}: 'models' must map {' and '.join(KINDS[art['kind']])} to their files")
+        for role, model in models.items():
+            _need(isinstance(model, dict) and isinstance(model.get("file"), str), f"artifact {aid!r} role {role!r} names no file")
+            safe_member(model["file"])
+            _need(any(f == model["file"] or f.startswith(model["file"] + "/") for f in files),
+                  f"artifact {aid!r} names {model['file']}, which is not in the bundle")
+            _need(isinstance(model.get("directory", False), bool), f"artifact {aid!r} role {role!r}: 'directory' must be true or false")
+        pipeline = art["pipeline"]
+        _need(isinstance(pipeline, dict) and isinstance(pipeline.get("spec"), dict), f"artifact {aid!r}: pipeline.spec must be an object")
+        try:
+            PipelineSpec.from_dict(pipeline["spec"])
+        except (TypeError, ValueError) as e:
+            raise BundleError(f"{MANIFEST}: artifact {aid!r}: pipeline.spec is not a valid spec ({e})") from None
+        tol = art["tolerance"]
+        _need(isinstance(tol, dict) and isinstance(tol.get("numerics"), str) and isinstance(tol.get("why", ""), str),
+              f"artifact {aid!r}: tolerance must name its numerics")
+        unknown = sorted(set(tol) - {"numerics", "why", *TOLERANCE_BOUNDS})
+        _need(not unknown, f"artifact {aid!r}: unknown tolerance fields {', '.join(map(str, unknown))}")
+        bounds = [k for k in TOLERANCE_BOUNDS if k in tol]
+        _need(bool(bounds) and all(_is_number(tol[k]) and tol[k] >= 0 for k in bounds),
+              f"artifact {aid!r}: tolerance needs at least one of {', '.join(TOLERANCE_BOUNDS)}, each a finite number >= 0")
+        _need(isinstance(art["golden"], list), f"artifact {aid!r}: 'golden' must be a list")
+        for g in art["golden"]:
+            _need(isinstance(g, dict) and g.get("set") in sets, f"artifact {aid!r} has a golden entry without a known set")
+            _need(g.get("photo") in sets[g["set"]]["photos"], f"artifact {aid!r}: golden photo {g.get('photo')!r} is not in set {g['set']!r}")
+            a_file(g.get("expected"), f"artifact {aid!r} golden expected")
+            shape = g.get("shape")
+            _need(isinstance(shape, list) and len(shape) == 4 and all(_is_int(d, 1) for d in shape),
+                  f"artifact {aid!r}: golden shape must be 4 positive integers")

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CannotVerifyError, FidelityError
-from .archive import BundleReader
+from .archive import MAX_UNPACKED, BundleReader
 from .golden import Tolerance, read_f32
-from .manifest import MANIFEST, BundleError, loads, sha256_bytes, tree_sha256
+from .manifest import MANIFEST, MAX_MANIFEST, BundleError, loads, tree_sha256
 
 
 @dataclass
@@ -25,6 +25,7 @@ class VerifyReport:
     files: int
     results: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    signature: str | None = None  # ssh-keygen's verdict when a signature was checked
 
     @property
     def passed(self) -> bool:
@@ -32,7 +33,8 @@ class VerifyReport:
 
 
 def check_files(reader: BundleReader, manifest: dict[str, Any]) -> None:
-    """Every listed file present with its size and sha256; nothing unlisted; artifact digests agree."""
+    """Every listed file present with its size and sha256; nothing unlisted; artifact digests agree.
+    Sizes are compared before any file is read, and each read stops at the listed size."""
     listed = manifest["files"]
     for name in sorted(listed):
         if name not in reader.names:
@@ -40,11 +42,14 @@ def check_files(reader: BundleReader, manifest: dict[str, Any]) -> None:
     extra = [n for n in reader.names if n not in listed and n != MANIFEST]
     if extra:
         raise BundleError(f"{extra[0]}: in the bundle but not in the manifest" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+    for name in sorted(listed):
+        if reader.sizes[name] != listed[name]["size"]:
+            raise BundleError(f"{name}: {reader.sizes[name]} bytes in the bundle, the manifest lists {listed[name]['size']} "
+                              "(the file was modified or damaged)")
     digests = {}
     for name in sorted(listed):
-        data = reader.read(name)
-        digest = sha256_bytes(data)
-        if len(data) != listed[name]["size"] or digest != listed[name]["sha256"]:
+        digest, size = reader.sha256(name, listed[name]["size"])
+        if size != listed[name]["size"] or digest != listed[name]["sha256"]:
             raise BundleError(f"{name}: checksum mismatch (the file was modified or damaged)")
         digests[name] = digest
     for art in manifest["artifacts"]:
@@ -73,18 +78,38 @@ def _runner(art: dict[str, Any], root: Path):
         return None, f"runtime not installed ({e.name or e})"
 
 
-def verify_bundle(path: str | Path, log: Callable[[str], Any] = lambda s: None) -> VerifyReport:
-    """Raise BundleError for a malformed or tampered bundle, FidelityError if a golden vector fails."""
-    with BundleReader(path) as reader:
+def check_integrity(path: str | Path, max_unpacked: int = MAX_UNPACKED) -> dict[str, Any]:
+    """The manifest, after its schema and every file's size and sha256 were checked."""
+    with BundleReader(path, max_unpacked) as reader:
         if MANIFEST not in reader.names:
             raise BundleError(f"{path}: no {MANIFEST}; not a mexport bundle")
-        manifest = loads(reader.read(MANIFEST))
+        manifest = loads(reader.read(MANIFEST, MAX_MANIFEST))
         check_files(reader, manifest)
+    return manifest
+
+
+def verify_bundle(path: str | Path, log: Callable[[str], Any] = lambda s: None, max_unpacked: int = MAX_UNPACKED,
+                  allowed_signers: str | Path | None = None, identity: str | None = None,
+                  signature: str | Path | None = None) -> VerifyReport:
+    """Raise BundleError for a malformed or tampered bundle (or, with ``allowed_signers``, one that
+    ``identity`` did not sign: checked first), FidelityError if a golden vector fails."""
+    verdict = None
+    if allowed_signers is not None:
+        from .sign import verify_signature
+
+        verdict = verify_signature(path, allowed_signers, identity or "", signature)
+        log(verdict)
+    with BundleReader(path, max_unpacked) as reader:
+        if MANIFEST not in reader.names:
+            raise BundleError(f"{path}: no {MANIFEST}; not a mexport bundle")
+        manifest = loads(reader.read(MANIFEST, MAX_MANIFEST))
+        check_files(reader, manifest)
+        sizes = {name: f["size"] for name, f in manifest["files"].items()}
         log(f"{len(manifest['files'])} files: checksums OK")
-        report = VerifyReport(Path(path), len(manifest["files"]))
+        report = VerifyReport(Path(path), len(manifest["files"]), signature=verdict)
         sets = {s["id"]: s for s in manifest["golden"]["sets"]}
         with tempfile.TemporaryDirectory(prefix="mexport-verify-") as tmp:
-            root = reader.extract(Path(tmp))
+            root = reader.extract(Path(tmp), sizes)
             for art in manifest["artifacts"]:
                 runner, why = _runner(art, root)
                 if runner is None:
@@ -94,8 +119,9 @@ def verify_bundle(path: str | Path, log: Callable[[str], Any] = lambda s: None) 
                 tol = Tolerance(**art["tolerance"])
                 for g in art["golden"]:
                     s = sets[g["set"]]
-                    x = read_f32(reader.read(s["photos"][g["photo"]]["input_nchw"]), s["shape_nchw"], g["photo"])
-                    want = read_f32(reader.read(g["expected"]), g["shape"], g["expected"])
+                    inp = s["photos"][g["photo"]]["input_nchw"]
+                    x = read_f32(reader.read(inp, sizes[inp]), s["shape_nchw"], g["photo"])
+                    want = read_f32(reader.read(g["expected"], sizes[g["expected"]]), g["shape"], g["expected"])
                     r = tol.check(runner(x), want)
                     r.update(artifact=art["id"], photo=g["photo"], runner=getattr(runner, "name", art["format"]))
                     report.results.append(r)

@@ -9,10 +9,7 @@ fidelity against the float pipeline, and only then move ``coarse/refine/fused`` 
 from __future__ import annotations
 
 import json
-import os
 from abc import ABC, abstractmethod
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -105,18 +102,44 @@ class ExportResult:
     passed: bool = True
 
 
-def _check_writable(out_dir: Path) -> Path:
-    """The nearest existing ancestor, which must be a writable directory (staging goes there)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"cannot write to {out_dir}: it exists and is not a directory")
-    parent = out_dir if out_dir.exists() else out_dir.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise InputError(f"cannot write to {out_dir}: {parent} is a file, not a directory")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write to {out_dir}: {parent} is not writable")
-    return parent
+def _check_writable(out_dir: Path) -> None:
+    """An export directory that can be written (checked before the slow work)."""
+    from ..io import check_target
+
+    check_target(out_dir, directory=True)
+
+
+def parse_provenance(text: str | bytes, path: Path | str) -> Provenance:
+    """An artifact's embedded record; a malformed one (any file can carry anything) is an InputError."""
+    try:
+        return Provenance.from_json(text)
+    except ValueError as e:
+        raise InputError(f"{path}: its mexport provenance record is malformed ({str(e).splitlines()[0][:200]})") from None
+
+
+def check_output_shape(pipeline, role: str, shape, layout: str = "nchw") -> None:
+    """A converted graph's output must be the contract's one-channel alpha at the role's size; a
+    model of the user's that returns anything else (three channels, another size) is refused here,
+    after its first conversion, instead of being exported and checked against itself."""
+    h, w = pipeline.spec.coarse_size if role == "coarse" else pipeline.spec.refine_size
+    want = (1, h, w, 1) if layout == "nhwc" else (1, 1, h, w)
+    if tuple(int(d) for d in shape) != want:
+        raise InputError(f"model {pipeline.model_info.name!r}: its {role} graph returns shape {tuple(int(d) for d in shape)}; "
+                         f"the contract is one alpha channel at the input's size, {want}")
+
+
+def output_files(out_dir: Path) -> dict[str, list[Path]]:
+    """What earlier exports left in ``out_dir``, by target: its role files and their companions."""
+    found: dict[str, list[Path]] = {}
+    if not out_dir.is_dir():
+        return found
+    for name in TARGETS.names():
+        t = get_target(name)
+        for role in ("coarse", "refine", "fused"):
+            f = out_dir / f"{role}{t.suffix}"
+            if f.exists():
+                found.setdefault(name, []).extend([f, *t.companions(f)])
+    return found
 
 
 def make_provenance(pipeline, target: Target, role: str, options: ExportOptions, recipe=None, calibration=None) -> Provenance:
@@ -205,7 +228,12 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
     if unknown or "fused" not in roles:
         raise InputError(f"roles must include 'fused' and be among {', '.join(pipeline.roles())}; got {', '.join(roles)}")
     out_dir = Path(out_dir)
-    parent = _check_writable(out_dir)
+    _check_writable(out_dir)
+    others = {k: v for k, v in output_files(out_dir).items() if k != target.name}
+    if others:
+        names = ", ".join(f.name for fs in others.values() for f in fs)
+        raise InputError(f"{out_dir} holds another export ({names}); an export directory holds one export: "
+                         "choose another -o, or remove those files")
     # What is converted: the model as it is for float precisions; for integer ones, its re-centred
     # layers back in their plain form (models/recenter.py). The check compares against the model.
     from ..models.recenter import plain_form
@@ -215,16 +243,16 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
     threshold = options.min_psnr if options.min_psnr is not None else default_threshold(options.precision)
     photos = check_photos(options) if options.check else []
 
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=".mexport-", dir=parent))
-    except OSError as e:
-        raise InputError(f"cannot write to {out_dir}: {e.strerror}") from None
-    try:
+    from ..io import install, output_lock, staging
+
+    with output_lock(out_dir), staging(out_dir.parent, "export", out_dir) as work:
+        stage = work / "files"
+        stage.mkdir()
         staged: dict[str, Path] = {}
         facts: dict[str, Any] = {}
         for i, role in enumerate(roles):
             prov = make_provenance(pipeline, target, role, options, recipe, calibration)
-            path = staging / f"{role}{target.suffix}"
+            path = stage / f"{role}{target.suffix}"
             log(f"converting {role} -> {path.name}")
             if progress:
                 progress("convert", i, len(roles), role)
@@ -233,7 +261,7 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
             if progress:
                 progress("convert", i + 1, len(roles), role)
         if recipe is not None:
-            (staging / "recipe.json").write_text(recipe.to_json())
+            (stage / "recipe.json").write_text(recipe.to_json())
         checks: dict[str, Any] = {}
         passed = True
         if options.check:
@@ -242,26 +270,22 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
             passed = all(c["passed"] for c in checks.values() if c.get("gated"))
         report = {"target": target.name, "precision": options.precision, "threshold_db": threshold, "passed": passed,
                   "checks": checks, "facts": facts, "model": pipeline.model_info.name}
-        (staging / "check.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=_json_default) + "\n")
+        (stage / "check.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=_json_default) + "\n")
         if not passed and not options.keep_failed:
             raise FidelityError(_failure_message(checks, threshold, target.name, options.precision) + "; nothing written")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        files = {}
-        for f in sorted(staging.iterdir()):
-            dest = out_dir / f.name
-            if dest.is_dir() and not f.is_dir():
-                raise InputError(f"{dest} is a directory")
-            if dest.is_dir():
-                shutil.rmtree(dest)
-            os.replace(f, dest)
-            files[f.stem if f.suffix == target.suffix else f.name] = dest
+        moves: dict[Path, Path | None] = {out_dir / f.name: f for f in sorted(stage.iterdir())}
+        # A re-export replaces the whole earlier export: its files that this one does not write
+        # (the recipe.json of an int8 export redone in fp32, a refine file of another model) go too.
+        for f in output_files(out_dir).get(target.name, []) + [out_dir / "recipe.json", out_dir / "check.json"]:
+            if f.exists() and f not in moves:
+                moves[f] = None
+        install(moves, work / "old")
+        files = {f.stem if f.suffix == target.suffix else f.name: f for f, src in moves.items() if src is not None}
         result = ExportResult(out_dir, files, checks, facts, passed)
         if not passed:
             raise FidelityError(_failure_message(checks, threshold, target.name, options.precision)
                                 + f"; written to {out_dir} anyway (--keep-failed), check.json says passed: false")
         return result
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _failure_message(checks, threshold, target, precision) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import ConversionError, InputError
 from ..spec import Provenance
-from .base import ExportOptions, Target, register_target
+from .base import ExportOptions, Target, parse_provenance, register_target
 
 PROVENANCE_KEY = "mexport.provenance"
 SPEC_KEY = "mexport.spec"
@@ -268,9 +268,30 @@ def check_finite_weights(program, where: str) -> None:
                               + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
 
 
+# coremltools stamps the day of conversion into the metadata: two exports on two days differ.
+CONVERSION_DATE_KEY = "com.github.apple.coremltools.conversion_date"
+
+
 def make_deterministic(path: Path) -> None:
-    """coremltools names the package's items with random UUIDs (uuid4 in ModelPackage); replace
-    them with UUIDs derived from each item's path so two exports are byte-identical."""
+    """Make two exports of one model byte-identical, across processes and days:
+
+    - coremltools names the package's items with random UUIDs (uuid4 in ModelPackage): replaced
+      by UUIDs derived from each item's path;
+    - the model spec's protobuf maps (``user_defined_metadata`` and the program's attributes) are
+      serialized in hash-table order, which differs from process to process: it is written again
+      with protobuf's deterministic serialization (sorted map keys);
+    - ``conversion_date`` (a day) is dropped; the provenance records what made the package."""
+    from coremltools.proto import Model_pb2
+
+    from ..validate.mil_executor import package_files
+
+    spec_file, _ = package_files(path)
+    spec = Model_pb2.Model()
+    spec.ParseFromString(spec_file.read_bytes())
+    user = spec.description.metadata.userDefined
+    if CONVERSION_DATE_KEY in user:
+        del user[CONVERSION_DATE_KEY]
+    spec_file.write_bytes(spec.SerializeToString(deterministic=True))
     manifest = path / "Manifest.json"
     m = json.loads(manifest.read_text())
     renamed = {}
@@ -356,6 +377,8 @@ class CoreMLTarget(Target):
         from ..quantize.recipes import model_default_recipe
 
         recipe = load_recipe(options.recipe) if options.recipe else model_default_recipe(pipeline, "coreml")
+        if options.recipe:
+            recipe.require_known_layers(pipeline)
         if options.calib_method:
             recipe = replace(recipe, calibration=replace(recipe.calibration, method=options.calib_method))
         check_recipe(recipe)
@@ -442,7 +465,7 @@ class CoreMLTarget(Target):
         value = spec.description.metadata.userDefined.get(PROVENANCE_KEY)
         if value is None:
             raise InputError(f"{path}: no mexport provenance record in its metadata")
-        return Provenance.from_json(value)
+        return parse_provenance(value, path)
 
 
 def structure_report(path: Path, pipeline=None, role: str | None = None, options: CoreMLOptions | None = None) -> dict[str, Any]:
@@ -461,7 +484,7 @@ def structure_report(path: Path, pipeline=None, role: str | None = None, options
     spec = pkg.spec
     meta = spec.description.metadata
     ud = dict(meta.userDefined)
-    prov = Provenance.from_json(ud[PROVENANCE_KEY]) if PROVENANCE_KEY in ud else None
+    prov = parse_provenance(ud[PROVENANCE_KEY], path) if PROVENANCE_KEY in ud else None
     if prov is None:
         problems.append("no mexport provenance in user_defined_metadata")
     role = role or (prov.role if prov else None)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ConversionError, InputError
 from ..spec import Provenance
-from .base import ExportOptions, Target, register_target
+from .base import ExportOptions, Target, check_output_shape, parse_provenance, register_target
 from dataclasses import dataclass
 
 PROVENANCE_KEY = "mexport.provenance"
@@ -84,7 +84,7 @@ def session_provenance(session, path: Path) -> Provenance:
     meta = session.get_modelmeta().custom_metadata_map
     if PROVENANCE_KEY not in meta:
         raise InputError(f"{path}: no mexport provenance record in its metadata")
-    return Provenance.from_json(meta[PROVENANCE_KEY])
+    return parse_provenance(meta[PROVENANCE_KEY], path)
 
 
 def ensure_opset(model, minimum: int):
@@ -143,6 +143,7 @@ class OnnxTarget(Target):
         opset = getattr(options, "opset", 17)
         graph = pipeline.graph(role)
         model = torch_to_onnx(graph, pipeline.example_inputs(role), pipeline.input_names(role), pipeline.output_name(role), opset)
+        check_output_shape(pipeline, role, [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim])
         model = simplify(model)
         if options.precision == "fp16":
             from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -209,5 +210,5 @@ class OnnxTarget(Target):
             raise InputError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0]})") from None
         for p in model.metadata_props:
             if p.key == PROVENANCE_KEY:
-                return Provenance.from_json(p.value)
+                return parse_provenance(p.value, path)
         raise InputError(f"{path}: no mexport provenance record in its metadata")

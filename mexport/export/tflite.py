@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ConversionError, InputError
 from ..spec import Provenance
-from .base import ExportOptions, Target, register_target
+from .base import ExportOptions, Target, check_output_shape, parse_provenance, register_target
 
 PROVENANCE_KEY = "mexport.provenance"
 LAYOUTS = ("nhwc", "nchw")
@@ -430,6 +430,8 @@ class TfliteTarget(Target):
         pipeline = quantization_pipeline(pipeline, options, recipe)
         module, swaps = export_module(pipeline, role, options)
         data = litert_convert(module, role, sample_inputs(pipeline, role, options))
+        out = _model_t(data).subgraphs[0]
+        check_output_shape(pipeline, role, out.tensors[out.outputs[0]].shape, options.layout)
         selection: dict[str, Any] = {}
         kept_float = False
         if options.precision == "fp16":
@@ -486,7 +488,7 @@ class TfliteTarget(Target):
             raise InputError(f"{path}: not a readable TFLite model ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
         if PROVENANCE_KEY not in md:
             raise InputError(f"{path}: no mexport provenance record in its metadata")
-        return Provenance.from_json(md[PROVENANCE_KEY].decode())
+        return parse_provenance(md[PROVENANCE_KEY], path)
 
 
 def check_precision(facts: dict[str, Any], precision: str, role: str) -> None:

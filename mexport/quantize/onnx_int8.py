@@ -30,6 +30,8 @@ def resolve_recipe(options, pipeline) -> Recipe:
 
     recipe = load_recipe(options.recipe) if options.recipe else model_default_recipe(pipeline, "onnx")
     recipe.require_no_splits("ONNX")
+    if options.recipe:  # the model's own default may name the absent refiner of its coarse-only variant
+        recipe.require_known_layers(pipeline)
     if options.calib_method:
         from dataclasses import replace
 

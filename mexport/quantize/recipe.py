@@ -34,6 +34,8 @@ from typing import Any
 from ..errors import InputError
 
 SCHEMA = 1
+_KIND = {"method": "a string", "per_channel": "true or false", "symmetric_activations": "true or false",
+         "percentile": "a number", "max_photos": "an integer"}
 LAYER_PRECISIONS = ("int8", "int16", "fp16", "float")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
@@ -47,9 +49,14 @@ class Calibration:
     max_photos: int = 32
 
     def __post_init__(self) -> None:
+        for name, types in (("method", str), ("per_channel", bool), ("symmetric_activations", bool),
+                            ("percentile", (int, float)), ("max_photos", int)):
+            v = getattr(self, name)
+            if not isinstance(v, types) or (types is not bool and isinstance(v, bool)):
+                raise ValueError(f"calibration {name} must be {_KIND[name]}, got {v!r}")
         if self.method not in CALIB_METHODS:
             raise ValueError(f"calibration method must be one of {CALIB_METHODS}, got {self.method!r}")
-        if not 90.0 <= self.percentile <= 100.0:
+        if not 90.0 <= self.percentile <= 100.0:  # NaN fails this too
             raise ValueError("percentile must be in [90, 100]")
         if self.max_photos < 1:
             raise ValueError("max_photos must be >= 1")
@@ -65,11 +72,27 @@ class Recipe:
     notes: str = ""
 
     def __post_init__(self) -> None:
+        # A recipe file is the user's JSON: every field's type is checked here, where the file is
+        # read, not where an exporter first trips over it.
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.notes, str):
+            raise ValueError(f"notes must be a string, got {self.notes!r}")
         if self.default not in LAYER_PRECISIONS:
             raise ValueError(f"default precision must be one of {LAYER_PRECISIONS}, got {self.default!r}")
         if isinstance(self.calibration, dict):
+            unknown = sorted(set(self.calibration) - {f for f in Calibration.__dataclass_fields__})
+            if unknown:
+                raise ValueError(f"unknown calibration fields {unknown}")
             object.__setattr__(self, "calibration", Calibration(**self.calibration))
+        if not isinstance(self.calibration, Calibration):
+            raise ValueError(f"calibration must be an object like {{\"method\": \"minmax\"}}, got {self.calibration!r}")
+        for what, value in (("layers", self.layers), ("split_inputs", self.split_inputs)):
+            if not isinstance(value, dict):
+                raise ValueError(f"{what} must map module paths to values, like {{\"coarse.stage1\": ...}}, got {value!r}")
         for k, v in self.layers.items():
+            if not isinstance(v, str):
+                raise ValueError(f"layer {k!r}: precision must be one of {LAYER_PRECISIONS}, got {v!r}")
             if v not in LAYER_PRECISIONS:
                 raise ValueError(f"layer {k!r}: precision must be one of {LAYER_PRECISIONS}, got {v!r}")
             if not k or k.startswith(".") or k.endswith("."):
@@ -108,8 +131,29 @@ class Recipe:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
+    def unknown_layers(self, pipeline) -> list[str]:
+        """Layer keys that name no module of ``pipeline`` (``K.main`` / ``K.side`` of a split conv
+        ``K`` exist only after the split). A key that matches nothing changes nothing, silently."""
+        made = {f"{k}.{part}" for k in self.split_inputs for part in ("main", "side")}
+        out = []
+        for k in self.layers:
+            try:
+                pipeline.get_submodule(k)
+            except AttributeError:
+                if k not in made:
+                    out.append(k)
+        return out
+
+    def require_known_layers(self, pipeline) -> None:
+        unknown = self.unknown_layers(pipeline)
+        if unknown:
+            raise InputError(f"recipe {self.name!r}: layer {', '.join(map(repr, unknown))} is not a module of "
+                             f"{pipeline.model_info.name} (module paths look like 'coarse.stage1.conv_in.0')")
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        if not isinstance(d, dict):
+            raise ValueError(f"a recipe is a JSON object, got {type(d).__name__}")
         d = dict(d)
         schema = d.pop("schema", None)
         if schema != SCHEMA:
@@ -128,9 +172,13 @@ class Recipe:
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     try:
-        return Recipe.from_dict(json.loads(path.read_text()))
+        return Recipe.from_dict(json.loads(path.read_bytes()))
     except FileNotFoundError:
         raise InputError(f"recipe file not found: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"recipe {path} is a directory, not a JSON file") from None
+    except OSError as e:
+        raise InputError(f"cannot read recipe {path}: {e.strerror or e}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"recipe {path} is not valid JSON: {e}") from None
     except (TypeError, ValueError) as e:

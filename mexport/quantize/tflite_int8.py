@@ -29,6 +29,8 @@ def resolve_recipe(options, pipeline=None) -> Recipe:
     from .recipes import model_default_recipe
 
     recipe = load_recipe(options.recipe) if options.recipe else model_default_recipe(pipeline, "tflite")
+    if options.recipe:  # now, not after the first conversion (select_ops would refuse it there)
+        recipe.require_known_layers(pipeline)
     if options.calib_method:
         from dataclasses import replace
 

@@ -20,10 +20,8 @@ class GTSample:
 
 def load_gt_samples(data: Path, names: list[str] | None = None, trimap: str = "trimap1") -> list[GTSample]:
     """Read the alphamatting layout: image/NAME.png, alpha/NAME.png, optional trimap1/NAME.png."""
-    from PIL import Image
-
     from ..errors import InputError
-    from ..photos import list_photos, load_photo
+    from ..photos import list_photos, load_matte, load_photo
 
     data = Path(data)
     photos = list_photos(data / "image") if (data / "image").is_dir() else list_photos(data)
@@ -37,9 +35,10 @@ def load_gt_samples(data: Path, names: list[str] | None = None, trimap: str = "t
         if not a.is_file():
             continue
         t = data / trimap / f"{p.stem}.png"
-        alpha = np.asarray(Image.open(a).convert("L"), dtype=np.float32) / 255.0
-        tri = np.asarray(Image.open(t).convert("L")) if t.is_file() else None
-        out.append(GTSample(p.stem, load_photo(p), alpha, tri))
+        photo = load_photo(p)
+        alpha = load_matte(a, photo.shape[:2], "alpha")
+        tri = load_matte(t, photo.shape[:2], "trimap") if t.is_file() else None
+        out.append(GTSample(p.stem, photo, alpha, tri))
     return out
 
 

@@ -70,7 +70,7 @@ class CoreMLRunner:  # pragma: no cover - needs macOS; written to the coremltool
         from ..export.coreml import CoreMLTarget
 
         self.path = Path(path)
-        self.provenance = CoreMLTarget().read_provenance(self.path)
+        self.provenance = CoreMLTarget().read_provenance(self.path)  # checks that the package names no file outside it
         self.spec = PipelineSpec.from_dict(self.provenance.spec)
         self.model = ct.models.MLModel(str(self.path), compute_units=getattr(ct.ComputeUnit, compute_units))
         spec = self.model.get_spec()

@@ -310,7 +310,7 @@ def write_matrix(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
     """``out`` (Markdown) and the JSON beside it, each written whole or not at all."""
     import json
 
-    from ..models.weights import atomic_write_bytes
+    from ..io import atomic_write_bytes
     from .matrix_report import to_markdown
 
     out = Path(out)

@@ -71,21 +71,36 @@ def _fail(path: Path, why: str) -> InputError:
 
 
 def package_files(path: str | Path) -> tuple[Path, Path]:
-    """(model spec file, weights directory) named by the package's ``Manifest.json``."""
+    """(model spec file, weights directory) named by the package's ``Manifest.json``. A package is
+    data from anywhere: every file it names must lie inside it, and it may hold no symbolic link
+    (one could point at any file on this machine, which mexport would then read as the model)."""
+    import os
+    from pathlib import PurePosixPath
+
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"{path}: not a Core ML .mlpackage directory")
+    for folder, dirs, files in os.walk(path):  # os.walk follows no links: a linked directory is listed, not entered
+        for name in dirs + files:
+            if (Path(folder) / name).is_symlink():
+                raise _fail(path, f"{(Path(folder) / name).relative_to(path)} is a symbolic link; a package's files must be inside it")
     manifest = path / "Manifest.json"
     if not manifest.is_file():
         raise _fail(path, "Manifest.json is missing")
     try:
-        m = json.loads(manifest.read_text())
+        m = json.loads(manifest.read_bytes())
         root = m["itemInfoEntries"][m["rootModelIdentifier"]]
-        spec_file = path / "Data" / root["path"]
+        rel = root["path"]
     except (ValueError, KeyError, TypeError) as e:
         raise _fail(path, f"Manifest.json is unreadable: {e!r}") from None
+    parts = PurePosixPath(rel).parts if isinstance(rel, str) else ()
+    if not parts or PurePosixPath(rel).is_absolute() or ".." in parts or "\\" in rel or "\0" in rel:
+        raise _fail(path, f"Manifest.json names the model spec {rel!r}, outside the package")
+    spec_file = path / "Data" / rel
+    if not spec_file.resolve().is_relative_to(path.resolve()):
+        raise _fail(path, f"Manifest.json names the model spec {rel!r}, outside the package")
     if not spec_file.is_file():
-        raise _fail(path, f"the model spec {root['path']} named by Manifest.json is missing")
+        raise _fail(path, f"the model spec {rel} named by Manifest.json is missing")
     return spec_file, spec_file.parent / "weights"
 
 

@@ -131,18 +131,22 @@ def to_html(r: ValidationReport, alphas: dict, samples) -> str:
 
 
 def write_reports(r: ValidationReport, out_dir: Path, alphas: dict | None = None, samples=None) -> dict[str, Path]:
+    """The reports, made in a staging directory and put in place together (mexport.io): a full disk
+    or a read-only directory leaves the previous reports as they were, never a truncated one."""
+    from ..io import install, output_lock, staging
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {"json": out_dir / "validate.json", "markdown": out_dir / "validate.md", "junit": out_dir / "junit.xml"}
-    files["json"].write_text(json.dumps(r.to_dict(), indent=2, sort_keys=True) + "\n")
     md = to_markdown(r)
-    files["markdown"].write_text(md)
-    files["junit"].write_text(to_junit(r))
+    texts = {"json": ("validate.json", json.dumps(r.to_dict(), indent=2, sort_keys=True) + "\n"),
+             "markdown": ("validate.md", md), "junit": ("junit.xml", to_junit(r))}
     if alphas is not None and samples is not None:
-        files["html"] = out_dir / "report.html"
-        files["html"].write_text(to_html(r, alphas, samples))
+        texts["html"] = ("report.html", to_html(r, alphas, samples))
+    with output_lock(out_dir), staging(out_dir.parent, "report", out_dir) as work:
+        for name, text in texts.values():
+            (work / name).write_text(text)
+        install({out_dir / name: work / name for name, _ in texts.values()}, work / "old")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a") as f:
             f.write(md)
-    return files
+    return {kind: out_dir / name for kind, (name, _) in texts.items()}

@@ -42,4 +42,9 @@ class OnnxRunner:
         if len(inputs) != len(self.input_names):
             raise InputError(f"{self.path.name} takes {len(self.input_names)} inputs ({', '.join(self.input_names)}), got {len(inputs)}")
         feed = {n: np.ascontiguousarray(a, dtype=np.float32) for n, a in zip(self.input_names, inputs)}
-        return self.session.run(None, feed)[0].astype(np.float32)
+        try:
+            return self.session.run(None, feed)[0].astype(np.float32)
+        except Exception as e:  # onnxruntime raises its own types (INVALID_ARGUMENT, RUNTIME_EXCEPTION)
+            from ..errors import ArtifactRunError
+
+            raise ArtifactRunError(f"onnxruntime failed to run {self.path.name}: {str(e).splitlines()[0][:300]}") from None

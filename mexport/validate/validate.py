@@ -35,6 +35,12 @@ class Gates:
     max_latency_ratio: float | None = None
 
     def __post_init__(self) -> None:
+        for k in ("min_psnr", "max_sad_increase", "max_grad_increase", "max_latency_ratio"):
+            v = getattr(self, k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                raise ValueError(f"{k} must be a finite number, got {v!r}")  # NaN compares false: a gate that never fails
+        if self.min_psnr is not None and not 0 < self.min_psnr < 200:
+            raise ValueError("min_psnr must be between 0 and 200 dB")
         for k in ("max_sad_increase", "max_grad_increase"):
             v = getattr(self, k)
             if v is not None and v < 0:
@@ -132,16 +138,48 @@ def load_samples(data: Path | None, only: list[str] | None = None) -> tuple[list
     return samples, str(data)
 
 
+BASELINE_NUMBERS = ("median_psnr", "sad_mean", "grad_mean", "p50_ms")
+
+
 def load_baseline(path: Path) -> dict[str, Any]:
+    """The baseline file, every field checked (and "inf"/"nan", as reports write them, made floats):
+    it is read before any artifact runs, so a bad one fails in a second, not after the validation."""
+    path = Path(path)
     try:
-        d = json.loads(Path(path).read_text())
+        d = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise InputError(f"baseline not found: {path} (create it with --update-baseline)") from None
-    except json.JSONDecodeError as e:
+    except IsADirectoryError:
+        raise InputError(f"baseline {path} is a directory, not a JSON file") from None
+    except OSError as e:
+        raise InputError(f"cannot read baseline {path}: {e.strerror or e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"baseline {path} is not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise InputError(f"baseline {path}: not a baseline (a JSON object with schema and artifacts), got a {type(d).__name__}")
     if d.get("schema") != BASELINE_SCHEMA:
         raise InputError(f"baseline {path} has schema {d.get('schema')!r}, expected {BASELINE_SCHEMA}")
+    unknown = sorted(set(d) - {"schema", "artifacts"})
+    if unknown:  # another file of mexport's (a recipe, a report) given as the baseline
+        raise InputError(f"baseline {path}: unknown fields {unknown}; a baseline holds schema and artifacts")
+    arts = d.get("artifacts", {})
+    if not isinstance(arts, dict):
+        raise InputError(f"baseline {path}: 'artifacts' must map artifact labels to their results, got a {type(arts).__name__}")
+    for label, e in arts.items():
+        if not isinstance(e, dict):
+            raise InputError(f"baseline {path}: artifacts[{label!r}] must be an object, got {e!r}")
+        for k in BASELINE_NUMBERS:
+            if k in e:
+                e[k] = _number(e[k], f"baseline {path}: artifacts[{label!r}].{k}")
     return d
+
+
+def _number(v: Any, what: str) -> float:
+    if isinstance(v, str) and v in ("inf", "-inf", "nan"):
+        return float(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InputError(f"{what} must be a number, got {v!r}")
+    return float(v)
 
 
 def baseline_entry(a: ArtifactReport) -> dict[str, Any]:
@@ -156,7 +194,7 @@ def baseline_entry(a: ArtifactReport) -> dict[str, Any]:
 
 
 def write_baseline(report: ValidationReport, path: Path) -> None:
-    from ..models.weights import atomic_write_bytes
+    from ..io import atomic_write_bytes
 
     d = {"schema": BASELINE_SCHEMA, "artifacts": {a.label: baseline_entry(a) for a in report.artifacts}}
     atomic_write_bytes(Path(path), (json.dumps(d, indent=2, sort_keys=True) + "\n").encode())
