@@ -155,13 +155,17 @@ def grid_png(path: Path, refiners: dict[str, object], root: Path, coarse_pipe) -
     for r in rows:
         out.paste(r, (0, y))
         y += r.height
-    out.save(path, optimize=True)
+    from mexport.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        out.save(tmp, format="PNG", optimize=True)
 
 
 def main() -> None:
     import torch
 
     from mexport.api import load_pipeline
+    from mexport.io import atomic_write_text
     from mexport.models.train import NEVER_TRAIN, TrainConfig, fit, make_composites
     from mexport.models.u2netp_refine import refiner_record
     from mexport.photos import SKIMAGE_PHOTOS, default_photos
@@ -241,8 +245,8 @@ def main() -> None:
           f"{len(rec['backgrounds'])} background photos); trained on {len(rec['train'])} foregrounds, never on "
           f"{', '.join(n.split('/')[1] for n in rec['never_trained_on'])}. Full record: `refiner.json`.", ""]
     L += Path(ROOT / "benchmarks" / "reference_model_notes.md").read_text().splitlines()
-    args.out.write_text("\n".join(L) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps({"summary": summary, "photos": rows, "scored_by": scored_by,
+    atomic_write_text(args.out, "\n".join(L) + "\n")
+    atomic_write_text(args.out.with_suffix(".json"), json.dumps({"summary": summary, "photos": rows, "scored_by": scored_by,
                                                          "gt_free_skimage": gt_free_skimage}, indent=1, sort_keys=True) + "\n")
     print("\n".join(L[: 20 + len(summary)]))
 

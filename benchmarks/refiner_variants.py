@@ -81,8 +81,8 @@ def guided_filter(image, p, r: int = 4, eps: float = 1e-3):
 
 def main() -> None:
     import torch
-    import torch.nn.functional as F
 
+    from mexport.io import atomic_write_text
     from mexport.models.train import NEVER_TRAIN, TrainConfig, fit, make_composites
     from mexport.models.u2netp_refine import refiner_record
     from reference_model import family_summary, fold_split, pipelines, score
@@ -149,7 +149,7 @@ def main() -> None:
                      f"{100 * (s['pipeline_sad_mean'] / s['coarse_sad_mean'] - 1):+.1f} % | {s['coarse_iou_median']:.4f} | "
                      f"{s['pipeline_iou_median']:.4f} | {s['worst'].split('/')[1]} ({100 * s['worst_sad_change']:+.1f} %) | "
                      f"{len(s['over_10pct'])} | {s['gt_free_max']:.4f} |")
-    args.out.write_text("\n".join(L) + "\n")
+    atomic_write_text(args.out, "\n".join(L) + "\n")
     print("\n".join(L))
 
 

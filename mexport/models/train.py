@@ -166,7 +166,7 @@ def train_refiner(data_root: Path, out_dir: Path, config: TrainConfig = TrainCon
     import torch
     from safetensors.torch import save
 
-    from .weights import atomic_write_bytes
+    from ..io import atomic_write_bytes
 
     from dataclasses import replace
 

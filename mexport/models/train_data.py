@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io import atomic_write_bytes
 
 FAMILIES = ("alphamatting", "portraits-p3m", "animals-am2k")
 SKIMAGE_BACKGROUNDS = ("coffee", "rocket", "motorcycle_left", "hubble_deep_field", "brick", "grass", "gravel", "retina")
@@ -86,7 +87,9 @@ def load_foregrounds(root: Path, names: list[str], cache: Path) -> list[Foregrou
             fg = np.load(f)
         else:
             fg = np.clip(estimate_foreground_ml(img.astype(np.float64) / 255.0, alpha.astype(np.float64)), 0, 1).astype(np.float32)
-            np.save(f, fg)
+            buf = io.BytesIO()
+            np.save(buf, fg)
+            atomic_write_bytes(f, buf.getvalue())  # a killed run must not leave a truncated cache entry
         out.append(Foreground(name, img, alpha, fg))
     return out
 

