@@ -215,8 +215,8 @@ def main() -> None:
          "U²-Net-p alone, its alpha upsampled (`--model u2netp`); *pipeline* is the default model (`u2netp-refine`).",
          "Metrics at the photo's own size: SAD, Grad and Conn are sums / 1000, MSE a mean, IoU at alpha 0.5; lower is",
          "better except IoU. Portraits and animals are scored against strong models' alphas (P3M-Net, GFM), not hand labels.",
-         "*GT-free*: share of confident coarse pixels (alpha < 0.05 or > 0.95, farther than 16 px from any uncertain one, at",
-         "1024x1024) that the refiner changes by more than 0.1.", "",
+         "*GT-free*: share of confident coarse pixels (alpha < 0.05 or > 0.95, farther than 24 px from any uncertain one, at",
+         "1024x1024; the refiner's reach is 21 px) that the refiner changes by more than 0.1.", "",
          "## Per family", "",
          "| family | photos | SAD coarse | SAD pipeline | change | MSE coarse | MSE pipeline | Grad coarse | Grad pipeline | Conn coarse | Conn pipeline | IoU median coarse | IoU median pipeline | worst photo (SAD change) | photos > 10 % worse | GT-free max | target met |",
          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]

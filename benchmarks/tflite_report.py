@@ -218,8 +218,8 @@ def fp32_fidelity(path: Path, graph, evals: list[dict[str, np.ndarray]], refs: l
 def fp32_section(fp32_rows: list[dict]) -> list[str]:
     lines = ["", "## fp32 against torch, graph by graph", "",
              "Max abs difference in alpha over the photos above. The refine graph is fed torch's own coarse alpha, so its "
-             "row is the refiner's arithmetic alone; the fused row adds U^2-Net-p's fp32 rounding, which the refiner "
-             "amplifies (its band's slope is up to 32 per unit of coarse alpha). The fp64 columns run the same graph in "
+             "row is the refiner's arithmetic alone; the fused row adds U^2-Net-p's fp32 rounding, which the refine "
+             "network passes on near edges (refiner v2's band amplified it up to 32x). The fp64 columns run the same graph in "
              "float64: torch fp32's own distance from it is the model's fp32 noise floor. Rows marked 'plain form' "
              "convert the model without its re-centred bias channel (mexport.models.recenter; integer precisions "
              "convert that form) and compare with torch running that form. Measured by the command above.", "",

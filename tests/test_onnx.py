@@ -46,7 +46,7 @@ def test_fp32_matches_torch_within_1e4(reference_pipeline, real_tensors, tmp_pat
     """The .onnx within 1e-4, and the same graph saved in ORT format for ARM (`--ort`: no x86 NCHWc
     kernels, so other convolution kernels and summation orders) too. Measured: 4.1e-5 and 3.9e-5;
     before the model carried its bias channel re-centred (models/recenter.py) they were 7.9e-5 and
-    1.3e-4 (the refiner's band amplifies the coarse net's rounding)."""
+    1.3e-4 (refiner v2's band amplified the coarse net's rounding)."""
     from mexport.export.ort import to_ort
 
     out = _export(reference_pipeline, tmp_path_factory.mktemp("onnx"), "fp32")

@@ -336,9 +336,9 @@ def test_reference_fp32_matches_torch_on_real_photos(reference_fused, reference_
     The fused graph holds it because the reference model carries U^2-Net-p's bias channel
     re-centred (models/recenter.py). Before, stage2d.dec.3 wrote a channel at 226-228 and dec.4
     cancelled it against a bias of 1361, so any two fp32 implementations differed there by ~1e-3,
-    and the refiner's band (slope up to 32) carried that to 1.2e-4 (builtin) / 2.0e-4 (XNNPACK) in
-    the alpha; torch fp32 was itself 1.0e-4 from fp64. Measured now on these 6 photos: builtin
-    1.1e-5, XNNPACK 8.1e-5 (its fused multiply-adds and own sigmoid)."""
+    and refiner v2's band (slope up to 32) carried that to 1.2e-4 (builtin) / 2.0e-4 (XNNPACK) in
+    the alpha; torch fp32 was itself 1.0e-4 from fp64. Measured now on these 6 photos, with refine
+    network v3 (reports/tflite.md): builtin 9.1e-6, XNNPACK 3.8e-5; the plain form 9.7e-5 / 1.3e-4."""
     import copy
 
     import torch

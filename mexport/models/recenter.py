@@ -4,7 +4,7 @@ U^2-Net-p's trained weights carry a "bias channel": ``stage2d.dec.3`` writes an 
 sits at 226-228 on every photo (its bias is 228), and ``stage2d.dec.4`` reads it with weights down to
 -5.6 against a bias of 1361 that cancels it. In fp32 that channel holds only ulp(226) = 1.5e-5 of
 what varies in it, and the second conv's accumulators run near 1300, where one rounding step is
-1.2e-4; the refiner's band (slope up to 32 per unit of coarse alpha) then amplifies the difference
+1.2e-4; refiner v2's band (slope up to 32 per unit of coarse alpha) then amplified the difference
 between any two fp32 implementations of the model to 1-2e-4 in the alpha (measured: torch fp32 vs
 fp64, LiteRT, onnxruntime; tests/test_tflite.py).
 

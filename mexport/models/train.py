@@ -167,6 +167,7 @@ def train_refiner(data_root: Path, out_dir: Path, config: TrainConfig = TrainCon
     from safetensors.torch import save
 
     from ..io import atomic_write_bytes
+    from .train_data import BACKGROUND_LICENCES
 
     from dataclasses import replace
 
@@ -187,6 +188,7 @@ def train_refiner(data_root: Path, out_dir: Path, config: TrainConfig = TrainCon
         "train": list(config.train),
         "never_trained_on": list(NEVER_TRAIN),
         "backgrounds": bg_record,
+        "background_licences": BACKGROUND_LICENCES,
         "data": {"alphamatting": "alphamatting.com low-resolution training set (Rhemann et al., CVPR 2009), true alphas: no data licence stated",
                  "portraits-p3m": "P3M-10k demo photos (MIT), P3M-Net's alphas (pseudo ground truth)",
                  "animals-am2k": "AM-2k demo photos (MIT), GFM's alphas (pseudo ground truth)"},

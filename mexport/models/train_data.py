@@ -24,6 +24,11 @@ FAMILIES = ("alphamatting", "portraits-p3m", "animals-am2k")
 SKIMAGE_BACKGROUNDS = ("coffee", "rocket", "motorcycle_left", "hubble_deep_field", "brick", "grass", "gravel", "retina")
 DEBIAN_BACKGROUNDS = Path("/usr/share/backgrounds/mate/nature")  # Debian package mate-backgrounds
 DEBIAN_PACKAGE = "mate-backgrounds"
+BACKGROUND_LICENCES = {
+    "skimage": "CC0 (scikit-image's bundled data)",
+    DEBIAN_PACKAGE: "GPL-2+ (photographs by several authors: /usr/share/doc/mate-backgrounds/copyright); "
+                    "read at training time, never copied into mexport or its artifacts",
+}
 MAX_SIDE = 1024  # foregrounds and backgrounds are kept at most this large: composites are 1024x1024
 
 
