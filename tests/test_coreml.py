@@ -419,3 +419,51 @@ def test_executor_pads_like_torch(tmp_path, mode, value):
     ex = MilExecutor(tmp_path / "pad.mlpackage")
     got = next(iter(ex(x=x.numpy()).values()))
     assert np.array_equal(got, Pad()(x).numpy())
+
+
+def test_executor_pixel_shuffles_like_torch(tmp_path):
+    """MIL ``pixel_shuffle`` (the refine network's phase space returns to full resolution with it),
+    on a graph coremltools converts from torch's own op; distinct values, so any permutation shows."""
+
+    class Shuffle(torch.nn.Module):
+        def forward(self, x):
+            return F.pixel_shuffle(x, 4) * 1.0
+
+    x = torch.arange(2 * 32 * 3 * 5, dtype=torch.float32).reshape(1, 32, 3, 10)
+    m = ct.convert(torch.jit.trace(Shuffle(), x), inputs=[ct.TensorType(name="x", shape=x.shape)],
+                   convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16, compute_precision=ct.precision.FLOAT32,
+                   skip_model_load=True)
+    m.save(str(tmp_path / "shuffle.mlpackage"))
+    ex = MilExecutor(tmp_path / "shuffle.mlpackage")
+    assert "pixel_shuffle" in {op.op_type for op in ex.package.main.operations}  # the kernel under test really ran
+    got = next(iter(ex(x=x.numpy()).values()))
+    assert got.shape == (1, 2, 12, 40) and np.array_equal(got, Shuffle()(x).numpy())
+
+
+def test_w8a8_refine_network_keeps_its_call_flags_through_copies():
+    """A W8A8-quantized network is a torch.fx GraphModule, which drops its source's class
+    attributes and any set on it when deep-copied (the export copies before tracing). A refiner
+    that takes the raw photo lost that flag and was fed the normalized photo: 22.6 dB."""
+    import copy
+
+    from mexport.quantize.coreml_w8a8 import _quantize_module
+    from mexport.quantize.recipe import Recipe
+
+    class RawRefiner(torch.nn.Module):
+        takes_raw_image = True
+        output_in_unit_range = True
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(4, 1, 3, padding=1)
+
+        def forward(self, image, coarse_up):
+            return torch.sigmoid(self.conv(torch.cat([image, coarse_up], 1)))
+
+    g = torch.Generator().manual_seed(0)
+    samples = [(torch.rand(1, 3, 16, 16, generator=g), torch.rand(1, 1, 16, 16, generator=g)) for _ in range(3)]
+    q = _quantize_module(RawRefiner().eval(), "refine", Recipe(name="t"), samples)
+    c = copy.deepcopy(q)
+    assert c.takes_raw_image is True and c.output_in_unit_range is True
+    with torch.no_grad():
+        assert torch.equal(c(*samples[0]), q(*samples[0])) and q(*samples[0]).shape == (1, 1, 16, 16)

@@ -9,13 +9,14 @@ names removal in 2.10; 2.13 still has it); coremltools' PT2E ``CoreMLQuantizer``
 Each network (coarse, refine) is quantized on its own, on the inputs it sees in the float pipeline;
 the pipeline's glue (normalization, resizes, the final clamp) stays float. Layers the recipe keeps
 float get no quantization config (``module_name_configs[name] = None``); inside a layer the recipe
-keeps float, the narrower layers it names int8 are quantized on their own (the reference model's
-refiner is float except its 1/4-resolution CNN, ``refine.lowres``).
+keeps float, the narrower layers it names int8 are quantized on their own (refine network v2 was
+float except its 1/4-resolution CNN, ``refine.lowres``; v3 is int8 whole).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from ..errors import ConversionError, InputError
@@ -59,7 +60,9 @@ def network_inputs(pipeline, photos) -> dict[str, list[tuple[Any, ...]]]:
             out["coarse"].append((xc,))
             if pipeline.has_refine:
                 up = resize(pipeline.coarse(xc), pipeline.spec.refine_size, pipeline.spec.coarse_upsample)
-                out["refine"].append((pipeline.normalize(x), up))
+                # as MattingPipeline.refine_graph calls it: a refiner may take the raw photo
+                raw = getattr(pipeline.refine, "takes_raw_image", False)
+                out["refine"].append((x if raw else pipeline.normalize(x), up))
     return out
 
 
@@ -108,7 +111,36 @@ def _quantize_module(module, path: str, recipe: Recipe, samples: list[tuple[Any,
     with torch.no_grad():
         for args in samples:
             prepared(*args)
-    return quantizer.finalize(inplace=False)
+    out = quantizer.finalize(inplace=False)
+    flags = {a: getattr(module, a) for a in CALL_FLAGS if hasattr(module, a)}
+    return _flagged_class()(out, flags) if flags else out
+
+
+# What MattingPipeline reads off a refine network to know how to call it.
+CALL_FLAGS = ("takes_raw_image", "output_in_unit_range")
+
+
+@functools.cache
+def _flagged_class():
+    from torch import nn  # torch only when quantizing: this module is imported by the CLI
+
+    class Flagged(nn.Module):
+        """A finalized (torch.fx) module with the call flags of the module it came from. A
+        GraphModule keeps the maths but not its source's class attributes, and loses any set on it
+        when copied (the Core ML export deep-copies before tracing): a quantized refiner that lost
+        takes_raw_image was fed the normalized photo (measured: 22.6 dB)."""
+
+        def __init__(self, inner, flags: dict) -> None:
+            super().__init__()
+            self.inner = inner
+            for k, v in flags.items():
+                setattr(self, k, v)
+
+        def forward(self, *args):
+            return self.inner(*args)
+
+    return Flagged
+
 
 
 def _quantize_tree(module, path: str, recipe: Recipe, samples: list[tuple[Any, ...]]):

@@ -390,6 +390,15 @@ def _k_pad(op, get):
     return np.pad(x, widths, mode={"reflect": "reflect", "replicate": "edge"}[mode])
 
 
+def _k_pixel_shuffle(op, get):
+    """MIL ``pixel_shuffle`` (as PyTorch's): (N, C r^2, H, W) -> (N, C, H r, W r), channel
+    c r^2 + i r + j going to pixel (i, j) of each r x r block (refine network v3's phase space)."""
+    x = get("x")
+    r = int(get("upscale_factor"))
+    n, c, h, w = x.shape
+    return x.reshape(n, c // (r * r), r, r, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(n, c // (r * r), h * r, w * r)
+
+
 def _binary(fn: Callable) -> Callable:
     def kernel(op, get):
         x, y = get("x"), get("y")
@@ -550,6 +559,7 @@ KERNELS: dict[str, Callable] = {
     "resize_nearest_neighbor": _k_nearest,
     "concat": _k_concat,
     "pad": _k_pad,
+    "pixel_shuffle": _k_pixel_shuffle,
     "add": _binary(np.add),
     "sub": _binary(np.subtract),
     "mul": _binary(np.multiply),
