@@ -17,6 +17,7 @@ from ..runtime import dist_versions
 from . import onnx  # noqa: F401,E402
 from . import tflite  # noqa: F401,E402
 from . import coreml  # noqa: F401,E402
+from . import executorch  # noqa: F401,E402
 
 __all__ = ["RUNTIMES", "Runtime", "get_runtime", "names", "open_runner", "runtime_for", "versions"]
 
