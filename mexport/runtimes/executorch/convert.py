@@ -4,7 +4,6 @@ folded, lowered to the XNNPACK delegate with ``to_edge_transform_and_lower``, an
 
 from __future__ import annotations
 
-from typing import Any
 
 from ...errors import ConversionError
 
@@ -64,10 +63,3 @@ def serialize(edge, role: str) -> bytes:
 
 def first_line(e: Exception) -> str:
     return next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)[:300]
-
-
-def facts(data: bytes, captured, edge) -> dict[str, Any]:
-    """What check.json records: size, what XNNPACK took, how many int8 weights the program holds."""
-    from .inspection import delegation, int8_weights
-
-    return {"bytes": len(data), "xnnpack": delegation(edge.exported_program()), "int8_weights": int8_weights(captured)}

@@ -32,7 +32,8 @@ class ExecutorchRuntime(Runtime):
         check_recipe(recipe)
 
     def convert(self, pipeline, role, options, provenance, path: Path, calibration=None, recipe=None) -> dict[str, Any]:
-        from .convert import capture, facts, lower, output_shape, serialize
+        from .convert import capture, lower, output_shape, serialize
+        from .inspection import delegation, int8_weights
 
         graph = pipeline.graph(role).eval()
         example = pipeline.example_inputs(role)
@@ -48,9 +49,10 @@ class ExecutorchRuntime(Runtime):
         program = capture(graph, example, role)
         check_output_shape(pipeline, role, output_shape(program))
         edge = lower(program, role, provenance.to_json())
+        took = delegation(edge.exported_program())  # before serializing, which rewrites the graph in place (out variants)
         data = serialize(edge, role)
         path.write_bytes(data)
-        out = facts(data, program, edge)
+        out = {"bytes": len(data), "xnnpack": took, "int8_weights": int8_weights(program)}
         if options.precision == "int8" and out["int8_weights"] == 0:
             raise ConversionError(f"{role}: int8 export has no int8 weights: the quantizer left the model float")
         return out
