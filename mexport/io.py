@@ -311,3 +311,22 @@ def output_lock(out: str | Path) -> Iterator[None]:
             os.unlink(lock)
         os.close(fd)
         remove_empty(created)
+
+
+def jsonable(o):
+    """``o`` with NaN/Inf written as strings ("nan", "inf", "-inf") and numpy scalars as Python
+    numbers: JSON has no NaN, and every report mexport writes stays strict JSON."""
+    import math
+
+    import numpy as np
+
+    if isinstance(o, dict):
+        return {k: jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [jsonable(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        f = float(o)
+        return f if math.isfinite(f) else ("inf" if f > 0 else "-inf" if f < 0 else "nan")
+    if isinstance(o, np.integer):
+        return int(o)
+    return o

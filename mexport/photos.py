@@ -28,6 +28,14 @@ DEFAULT_CALIB = ("astronaut", "coffee", "rocket", "motorcycle_left", "hubble_dee
 DEFAULT_EVAL = ("chelsea", "motorcycle_right")
 
 
+def resolve_photo_arg(arg: str | Path) -> Path:
+    """A path, or ``skimage:NAME`` for one of scikit-image's bundled photos (read from its wheel)."""
+    s = str(arg)
+    if s.startswith("skimage:"):
+        return skimage_photo_path(s.split(":", 1)[1])
+    return Path(arg)
+
+
 def skimage_photo_path(name: str) -> Path:
     import skimage
 

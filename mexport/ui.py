@@ -3,14 +3,22 @@ otherwise (logs, CI), nothing with ``--quiet`` or ``--json`` (scripts read stdou
 have to filter stderr either).
 
 Library code never prints. Long library calls take ``progress(stage, done, total, detail)`` and
-``log(message)`` callbacks; a :class:`ProgressUI` is both.
+``log(message)`` callbacks; a :class:`ProgressUI` is both. It writes to the terminal even while
+the converters' output is sent to a log (:func:`mexport.console.terminal`).
+
+Plain lines are few on purpose: one per finished step of a stage with few slow steps (a
+conversion), one when a stage with many quick steps (photos checked) is done.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-import click
+from .console import TerminalStream, terminal
+
+# A stage with more steps than this prints one plain line when it is done, not one per step.
+STEPS_PER_LINE = 3
 
 
 class ProgressUI:
@@ -20,18 +28,21 @@ class ProgressUI:
         self.enabled = enabled
         self._bars: Any = None
         self._tasks: dict[str, Any] = {}
+        self._printed: dict[str, int] = {}  # plain lines: the last step printed per stage
 
     def __enter__(self) -> "ProgressUI":
         if not self.enabled:
             return self
         from rich.console import Console
 
-        console = Console(stderr=True)
+        console = Console(file=TerminalStream(sys.stderr))
         if console.is_terminal:  # not a terminal (a pipe, a file, CI's log): plain lines instead
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+            # No redirection of sys.stdout/sys.stderr into the bars: the console writes to stderr
+            # itself (through TerminalStream), and a redirected stderr would feed it its own output.
             self._bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), console=console)
+                                  TimeElapsedColumn(), console=console, redirect_stdout=False, redirect_stderr=False)
             self._bars.start()
         return self
 
@@ -44,8 +55,10 @@ class ProgressUI:
         if not self.enabled:
             return
         if self._bars is None:
-            if done > 0:  # a step starting says nothing a log line would not; a finished one does
-                click.echo(f"{stage} {done}/{total}" + (f": {detail}" if detail else ""), err=True)
+            # a step starting says nothing a log line would not; a finished one does, once
+            if done > self._printed.get(stage, 0) and (total <= STEPS_PER_LINE or done == total):
+                self._printed[stage] = done
+                self.log(f"{stage} {done}/{total}" + (f": {detail}" if detail and total <= STEPS_PER_LINE else ""))
             return
         description = f"{stage}" + (f" [dim]{detail}[/dim]" if detail else "")
         if stage not in self._tasks:
@@ -58,7 +71,9 @@ class ProgressUI:
         if self._bars is not None:
             self._bars.console.print(message, markup=False, highlight=False)
         else:
-            click.echo(message, err=True)
+            out = terminal() or sys.stderr
+            out.write(message + "\n")
+            out.flush()
 
     def counter(self, stage: str, total: int):
         """A no-argument callback for library calls that report one finished item at a time."""

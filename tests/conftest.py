@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +43,15 @@ def files_under(path: Path) -> set[Path]:
     return {p for p in path.rglob("*")} if path.exists() else set()
 
 
+# What `mexport onnx --int8` and `mexport tflite --int8` printed in reference_int8_exports.
+REFERENCE_OUTPUT: dict[str, str] = {}
+
+
 @pytest.fixture(scope="session")
 def reference_int8_exports(tmp_path_factory):
     """`mexport onnx --int8` and `mexport tflite --int8` with no other option, as a user runs them:
-    each must write a validated int8 model of the default reference model (exit 0)."""
+    each must write a validated int8 model of the default reference model (exit 0). What they
+    printed (stdout and stderr) is kept in REFERENCE_OUTPUT."""
     from click.testing import CliRunner
 
     from mexport.cli import main
@@ -59,6 +63,7 @@ def reference_int8_exports(tmp_path_factory):
         r = CliRunner().invoke(main, [target, "--int8", "-o", str(d)], catch_exceptions=False)
         assert r.exit_code == 0, r.output
         out[target] = d
+        REFERENCE_OUTPUT[target] = r.output
     return out
 
 

@@ -64,7 +64,7 @@ RECIPES = {
     "a JSON list": ([{"schema": 1}], "a recipe is a JSON object"),
     "not UTF-8": (b"\xff\xfe{}", "not valid JSON"),
     "newer schema": ({"schema": 2, "name": "r"}, "recipe schema 2 is not supported"),
-    "split_inputs on ONNX": ({"schema": 1, "name": "r", "split_inputs": {"coarse.enc1.0": [0]}}, "split_inputs is applied by the TFLite target only"),
+    "split_inputs on ONNX": ({"schema": 1, "name": "r", "split_inputs": {"coarse.enc1.0": [0]}}, "split_inputs is applied by LiteRT only"),
     "a directory": (None, "is a directory, not a JSON file"),
 }
 
@@ -541,7 +541,7 @@ def test_a_re_export_replaces_the_earlier_export_whole(tiny_onnx, tmp_path):
     (out / "notes.txt").write_text("mine")
     r = invoke("onnx", "--model", TINY, "--no-check", "-o", out, "-q")
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in out.iterdir()) == ["check.json", "coarse.onnx", "fused.onnx", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["check.json", "coarse.onnx", "convert.log", "fused.onnx", "notes.txt"]
     assert not staging_left(tmp_path)
 
 

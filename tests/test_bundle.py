@@ -262,12 +262,12 @@ def test_reference_model_onnx_fp32_bundle_verifies(tmp_path):
 
     # The tolerances, loose enough for another device's rounding, still catch a wrong device input.
     from mexport.bundle.golden import TOLERANCES
-    from mexport.export import get_target
+    from mexport.runtimes import get_runtime
 
     with zipfile.ZipFile(out) as zf:
         x = np.frombuffer(zf.read(m["golden"]["sets"][0]["photos"]["astronaut"]["input_nchw"]), dtype="<f4").reshape(1, 3, 1024, 1024)
         want = np.frombuffer(zf.read(a["golden"][0]["expected"]), dtype="<f4").reshape(1, 1, 1024, 1024)
-    run = get_target("onnx").runner(tmp_path / "onnx" / "fused.onnx", threads=1)
+    run = get_runtime("onnx").runner(tmp_path / "onnx" / "fused.onnx", threads=1)
     bgr, scaled = run(x[:, ::-1].copy()), run(np.clip(x * 255, 0, 255) / 128)
     for numerics, tol in TOLERANCES.items():
         assert not tol.check(bgr, want)["passed"], f"{numerics} tolerance accepts a BGR input"

@@ -15,11 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from mexport.errors import CannotVerifyError, ConversionError, InputError
-from mexport.export import export, get_target
-from mexport.export.base import make_provenance
-from mexport.export.coreml import CoreMLOptions, structure_report
+from mexport.export import export
+from mexport.runtimes import get_runtime
+from mexport.export import make_provenance
+from mexport.runtimes.coreml.options import CoreMLOptions
+from mexport.runtimes.coreml.package import structure_report
 from mexport.runner import TorchRunner
-from mexport.validate.mil_executor import MilExecutor, _bilinear
+from mexport.runtimes.coreml.mil_executor import MilExecutor, _bilinear
 
 from .conftest import BYO
 
@@ -38,7 +40,7 @@ def tiny_fp32(tiny_pipeline, tmp_path_factory):
 
 
 def _convert(pipeline, role, options, path):
-    t = get_target("coreml")
+    t = get_runtime("coreml")
     return t.convert(pipeline, role, options, make_provenance(pipeline, t, role, options), path)
 
 
@@ -152,11 +154,11 @@ def test_quantize_dequantize_follow_coremltools_reference_math(tmp_path, dtype, 
 # --- tiny model through the whole target ---------------------------------------------------
 
 def test_executor_matches_torch_on_the_tiny_model(tiny_fp32, tiny_pipeline):
-    runner = get_target("coreml").runner(tiny_fp32 / "fused.mlpackage")
+    runner = get_runtime("coreml").runner(tiny_fp32 / "fused.mlpackage")
     assert "emulated" in runner.name
     x = np.random.default_rng(1).random((1, 3, 128, 128), dtype=np.float32)
     assert np.abs(runner(x) - TorchRunner(tiny_pipeline)(x)).max() <= 1e-5
-    coarse = get_target("coreml").runner(tiny_fp32 / "coarse.mlpackage")
+    coarse = get_runtime("coreml").runner(tiny_fp32 / "coarse.mlpackage")
     xc = x[:, :, ::2, ::2].copy()
     with torch.inference_mode():
         want = tiny_pipeline.graph("coarse")(torch.from_numpy(xc)).numpy()
@@ -164,7 +166,7 @@ def test_executor_matches_torch_on_the_tiny_model(tiny_fp32, tiny_pipeline):
 
 
 def test_structure_and_metadata(tiny_fp32):
-    target = get_target("coreml")
+    target = get_runtime("coreml")
     rep = structure_report(tiny_fp32 / "fused.mlpackage")
     assert rep["problems"] == []
     assert rep["facts"]["spec_version"] == 7 and rep["facts"]["constexpr_ops"] == {}
@@ -232,7 +234,7 @@ def test_w8a8_holds_quantize_ops_runs_and_is_checked(tiny_w8a8, tiny_pipeline, t
     assert facts["ops"]["quantize"] > 0 and facts["ops"]["dequantize"] > 0
     assert "constexpr_affine_dequantize" in facts["constexpr_ops"]
     assert (out / "recipe.json").is_file()
-    assert get_target("coreml").read_provenance(out / "fused.mlpackage").calib_sha256
+    assert get_runtime("coreml").read_provenance(out / "fused.mlpackage").calib_sha256
     assert structure_report(out / "fused.mlpackage")["problems"] == []
     again = tmp_path / "again"
     export("coreml", tiny_pipeline, again, CoreMLOptions(precision="w8a8", calib_count=2, check=False))
@@ -246,7 +248,7 @@ def test_w8a8_executor_matches_torch_fake_quantization(tiny_pipeline, tmp_path):
     from mexport.quantize.calibration import load_calibration
     from mexport.quantize.recipes import model_default_recipe
 
-    t = get_target("coreml")
+    t = get_runtime("coreml")
     o = CoreMLOptions(precision="w8a8", compute_precision="fp32", image_input=False)
     recipe, calib = model_default_recipe(tiny_pipeline, "coreml"), load_calibration(count=2)
     path = tmp_path / "coarse.mlpackage"
@@ -290,7 +292,7 @@ def test_missing_manifest_is_rejected(tiny_fp32, tmp_path):
     with pytest.raises(InputError, match="Manifest.json is missing"):
         MilExecutor(pkg)
     with pytest.raises(InputError):
-        get_target("coreml").read_provenance(pkg)
+        get_runtime("coreml").read_provenance(pkg)
 
 
 def test_weights_changed_in_place_change_the_output_and_fail_fidelity(tiny_fp32, tiny_pipeline, tmp_path):
@@ -315,8 +317,8 @@ def test_weights_changed_in_place_change_the_output_and_fail_fidelity(tiny_fp32,
     wb.write_bytes(bytes(data))
     x = np.random.default_rng(2).random((1, 3, 128, 128), dtype=np.float32)
     want = TorchRunner(tiny_pipeline)(x)
-    good = get_target("coreml").runner(tiny_fp32 / "fused.mlpackage")(x)
-    bad = get_target("coreml").runner(pkg)(x)
+    good = get_runtime("coreml").runner(tiny_fp32 / "fused.mlpackage")(x)
+    bad = get_runtime("coreml").runner(pkg)(x)
     assert compare("", good, want).psnr > 60
     assert compare("", bad, want).psnr < 40
 
@@ -362,7 +364,7 @@ def _coarse_fidelity(u2netp, coarse_feeds, tmp_path, precision):
 
     path = tmp_path / f"coarse-{precision}.mlpackage"
     _convert(u2netp, "coarse", CoreMLOptions(precision=precision), path)
-    runner = get_target("coreml").runner(path)
+    runner = get_runtime("coreml").runner(path)
     return [compare("", runner(x), want) for x, want in coarse_feeds]
 
 
@@ -398,7 +400,7 @@ def test_reference_model_default_fp16_keeps_40_db(reference_pipeline, alphamatti
     assert "coarse.stage2d.dec.4" in facts["fp32_layers"]  # the layer the fp16 gate depends on (coreml_mixed)
     assert facts["op_dtypes"]["fp16"] > facts["op_dtypes"]["fp32"]  # the coarse net still computes in fp16
     photos = default_photos(DEFAULT_EVAL) + [("GT15", load_photo(alphamatting / "image" / "GT15.png"))]
-    runner, ref = get_target("coreml").runner(path), TorchRunner(reference_pipeline)
+    runner, ref = get_runtime("coreml").runner(path), TorchRunner(reference_pipeline)
     vals = [compare(n, runner(x), ref(x)) for n, (x,) in photo_tensors(photos, reference_pipeline.spec)]
     assert np.median([v.psnr for v in vals]) >= 40 and min(v.psnr for v in vals) >= 40
 
@@ -446,7 +448,7 @@ def test_w8a8_refine_network_keeps_its_call_flags_through_copies():
     that takes the raw photo lost that flag and was fed the normalized photo: 22.6 dB."""
     import copy
 
-    from mexport.quantize.coreml_w8a8 import _quantize_module
+    from mexport.runtimes.coreml.w8a8 import _quantize_module
     from mexport.quantize.recipe import Recipe
 
     class RawRefiner(torch.nn.Module):

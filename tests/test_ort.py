@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 from mexport.cli import main
-from mexport.export import get_target
-from mexport.export.ort import graph_digest, to_ort
-from mexport.validate.runners import OnnxRunner
+from mexport.runtimes import get_runtime
+from mexport.runtimes.onnx.ort import graph_digest, to_ort
+from mexport.runtimes.onnx.runner import OnnxRunner
 
 from .conftest import BYO
 
@@ -30,11 +30,11 @@ def ort_int8(tmp_path_factory):
 
 def test_int8_ort_export_is_checked_and_ships_its_operator_config(ort_int8):
     out = ort_int8
-    assert sorted(p.name for p in out.iterdir()) == ["check.json", "coarse.ort", "coarse.required_operators.config",
+    assert sorted(p.name for p in out.iterdir()) == ["check.json", "coarse.ort", "coarse.required_operators.config", "convert.log",
                                                       "fused.ort", "fused.required_operators.config", "recipe.json"]
     report = json.loads((out / "check.json").read_text())
     assert report["target"] == "ort" and report["passed"] and report["checks"]["fused"]["median_psnr"] >= 30
-    prov = get_target("ort").read_provenance(out / "fused.ort")
+    prov = get_runtime("ort").read_provenance(out / "fused.ort")
     assert prov.target == "ort" and prov.precision == "int8" and prov.calib_sha256
     config = (out / "fused.required_operators.config").read_text()
     # onnxruntime fused the QDQ pairs into its int8 kernels, and the config names the shipped file
@@ -54,7 +54,7 @@ def test_ort_runs_what_the_onnx_export_runs(ort_int8, tmp_path):
 
     pipe = load_pipeline(f"{BYO}:factory")
     onnx_dir = tmp_path / "onnx"
-    export("onnx", pipe, onnx_dir, get_target("onnx").Options(precision="int8", check=False))
+    export("onnx", pipe, onnx_dir, get_runtime("onnx").Options(precision="int8", check=False))
     x = np.random.default_rng(0).random((1, 3, 128, 128), dtype=np.float32)
     a, b = OnnxRunner(ort_int8 / "fused.ort")(x), OnnxRunner(onnx_dir / "fused.onnx")(x)
     assert a.shape == b.shape == (1, 1, 128, 128) and np.abs(a - b).max() <= 2 / 255
@@ -67,9 +67,9 @@ def test_ort_bytes_vary_but_its_content_does_not(ort_int8, tmp_path):
     from mexport.api import load_pipeline
     from mexport.export import export
 
-    export("onnx", load_pipeline(f"{BYO}:factory"), tmp_path / "onnx", get_target("onnx").Options(check=False))
+    export("onnx", load_pipeline(f"{BYO}:factory"), tmp_path / "onnx", get_runtime("onnx").Options(check=False))
     one, two = (to_ort(tmp_path / "onnx" / "fused.onnx", tmp_path / k)["ort"] for k in "ab")
-    assert graph_digest(one) == graph_digest(two) == get_target("ort").fingerprint(one)
+    assert graph_digest(one) == graph_digest(two) == get_runtime("ort").fingerprint(one)
     assert graph_digest(one) != graph_digest(ort_int8 / "fused.ort")  # the int8 graph is another graph
 
 
@@ -98,7 +98,8 @@ def test_bundle_carries_the_operator_config(ort_int8, tmp_path):
     assert 'open("fused.ort")' in kotlin and 'mapOf("image" to input)' in kotlin and 'result.get("alpha")' in kotlin
     assert "fused.required_operators.config" in kotlin and "longArrayOf(1, 3, h.toLong(), w.toLong())" in kotlin
     assert "Letterbox" not in readme  # a stretch spec
-    from mexport.bundle.card import kotlin_snippet, ort_kotlin_snippet
+    from mexport.runtimes.onnx.snippet import kotlin_snippet as ort_kotlin_snippet
+    from mexport.runtimes.tflite.snippet import kotlin_snippet
 
     art["pipeline"]["spec"]["aspect"] = "letterbox"  # both Android snippets follow the spec's aspect
     assert all("// Letterbox: first draw the photo" in snip(manifest) for snip in (kotlin_snippet, ort_kotlin_snippet))

@@ -75,18 +75,19 @@ def test_recipe_split_inputs_round_trip_and_validation():
             Recipe(name="r", split_inputs=bad)
 
 
-def test_only_tflite_applies_splits(tmp_path):
-    from mexport.quantize import coreml_w8a8, onnx_int8
+def test_only_runtimes_that_split_convs_take_splits():
     from mexport.quantize.recipes import model_default_recipe
+    from mexport.runtimes import get_runtime, names
 
-    path = tmp_path / "r.json"
-    path.write_text(Recipe(name="r", split_inputs={"coarse.x": [0]}).to_json())
-    with pytest.raises(InputError, match="TFLite target only"):
-        onnx_int8.resolve_recipe(SimpleNamespace(recipe=path, calib_method=None), None)
-    with pytest.raises(InputError, match="TFLite target only"):
-        coreml_w8a8.check_recipe(Recipe(name="r", split_inputs={"coarse.x": [0]}))
+    recipe = Recipe(name="r", split_inputs={"coarse.x": [0]})
+    appliers = [n for n in names() if get_runtime(n).applies_splits]
+    assert appliers == ["tflite"]
+    get_runtime("tflite").check_recipe(recipe)
+    for name in set(names()) - {"tflite"}:
+        with pytest.raises(InputError, match="split_inputs is applied by LiteRT only"):
+            get_runtime(name).check_recipe(recipe)
     meta = {"int8_float_layers": {"coarse.a.0": "why"}, "int8_split_inputs": {"coarse.a.0": ([2], "one channel")}}
     pipe = SimpleNamespace(model_info=SimpleNamespace(meta=meta))
-    tfl, onnx = model_default_recipe(pipe, "tflite"), model_default_recipe(pipe, "onnx")
+    tfl, onnx = model_default_recipe(pipe, "tflite", splits=True), model_default_recipe(pipe, "onnx")
     assert tfl.split_inputs == {"coarse.a.0": (2,)} and tfl.layers == {"coarse.a.0": "float", "coarse.a.0.main": "int8"}
     assert onnx.split_inputs == {} and onnx.layers == {"coarse.a.0": "float"}

@@ -12,15 +12,18 @@ import torch
 from torch import nn
 
 from mexport.errors import ConversionError, InputError
-from mexport.export import export, get_target
-from mexport.export import tflite as tfl
-from mexport.quantize import tflite_int8 as q
+from mexport.export import export
+from mexport.runtimes import get_runtime
+from mexport.runtimes.tflite import convert as tfl
+from mexport.runtimes.tflite import flatbuffer as fbuf
+from mexport.runtimes.tflite import inspection as insp
+from mexport.runtimes.tflite import quantize as q
 from mexport.runner import TorchRunner
 
 
 @pytest.fixture(scope="module")
 def target():
-    return get_target("tflite")
+    return get_runtime("tflite")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,7 @@ def tiny_u2netp():
 @pytest.fixture(scope="module")
 def tiny_exports(tiny_pipeline, tmp_path_factory):
     root = tmp_path_factory.mktemp("tfl")
-    t = get_target("tflite")
+    t = get_runtime("tflite")
     out = {}
     for name, kw in {"fp32": {}, "nchw": {"layout": "nchw"}, "uint8": {"input": "uint8"}, "int8": {"precision": "int8"},
                      "int8io": {"precision": "int8", "io": "int8"}, "fp16": {"precision": "fp16"},
@@ -80,7 +83,7 @@ def test_nchw_layout_matches_torch(tiny_exports, tiny_pipeline):
     (i,) = _interp(path).get_input_details()
     assert list(i["shape"]) == [1, 3, 128, 128]
     x = np.random.default_rng(1).random((1, 3, 128, 128), dtype=np.float32)
-    got = get_target("tflite").runner(path)(x)
+    got = get_runtime("tflite").runner(path)(x)
     assert got.shape == (1, 1, 128, 128) and np.abs(got - TorchRunner(tiny_pipeline)(x)).max() <= 1e-4
 
 
@@ -117,7 +120,7 @@ def test_int8_io_scale_encodes_the_float_input_range(tiny_exports, tiny_pipeline
     assert abs(scale - 1 / 255) < 2e-4
     # same real input through both: the int8-io model agrees with the float-io int8 model
     x = np.random.default_rng(3).random((1, 3, 128, 128), dtype=np.float32)
-    t = get_target("tflite")
+    t = get_runtime("tflite")
     a, b = t.runner(path)(x), t.runner(tiny_exports["int8"].files["fused"])(x)
     assert np.abs(a - b).max() <= 2 * o["quantization"][0] + 1e-6
 
@@ -130,9 +133,9 @@ def test_fp16_and_dynamic_int8_weight_types(tiny_exports):
 
 def test_quantized_export_that_came_out_float_fails(tiny_pipeline, tmp_path, monkeypatch):
     monkeypatch.setattr(q, "quantize_dynamic_int8", lambda data: data)
-    with pytest.raises(ConversionError, match="no int8 weights"):
-        export("tflite", tiny_pipeline, tmp_path / "o", get_target("tflite").Options(precision="dynamic-int8", check=False))
-    assert not (tmp_path / "o").exists()
+    with pytest.raises(ConversionError, match="no int8 weights.*converter output: .*convert.log"):
+        export("tflite", tiny_pipeline, tmp_path / "o", get_runtime("tflite").Options(precision="dynamic-int8", check=False))
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["convert.log"]  # no model, the log
 
 
 def test_option_conflicts_are_rejected(target):
@@ -150,7 +153,7 @@ def test_delegation_count_reports_a_fallback():
             return {"alpha": torch.cumsum(image * 2.0, dim=1)}
 
     data = tfl.litert_convert(M().eval(), "m", {"image": torch.rand(1, 8, 8, 1)})
-    d = tfl.delegation(data)
+    d = insp.delegation(data)
     assert d["fallback_ops"] == {"CUMSUM": 1} and d["delegated"] == d["nodes"] - 1
 
 
@@ -175,9 +178,9 @@ def test_op_litert_cannot_express_names_op_and_module():
 def tiny_u2netp_coarse(tiny_u2netp, tmp_path_factory):
     """The tiny U^2-Net's coarse graph converted once in fp32 (its 119 convs take litert-torch
     about 25 s at any width): the file and the target's facts about it."""
-    from mexport.export.base import make_provenance
+    from mexport.export import make_provenance
 
-    t = get_target("tflite")
+    t = get_runtime("tflite")
     opts = t.Options()
     path = tmp_path_factory.mktemp("u2c") / "coarse.tflite"
     facts = t.convert(tiny_u2netp, "coarse", opts, make_provenance(tiny_u2netp, t, "coarse", opts), path)
@@ -187,7 +190,7 @@ def tiny_u2netp_coarse(tiny_u2netp, tmp_path_factory):
 def test_u2netp_architecture_is_fully_delegated(tiny_u2netp, tiny_u2netp_coarse):
     """U^2-Net-p's fuse reads its six side outputs as two 3-input concats (XNNPACK takes <= 4), the
     pipeline clamps with RELU6 and pools with depthwise convs: no node falls back, no wide concat."""
-    t = get_target("tflite")
+    t = get_runtime("tflite")
     path, facts = tiny_u2netp_coarse
     assert facts["wide_concats_before_conv"] == {}
     assert facts["xnnpack"]["fallback_ops"] == {} and facts["xnnpack"]["fallback"] == 0
@@ -218,9 +221,9 @@ def test_recipe_layer_selects_exactly_its_ops(tiny_u2netp, tiny_u2netp_coarse):
     assert sel == {"coarse.stage2d.dec.4": {"precision": "float", "ops": [f"{dec[0]['index']}:CONV_2D"]}}
     feeds = [{"image": np.random.default_rng(i).random((1, 64, 64, 3), dtype=np.float32)} for i in range(2)]
     qdata, _ = q.quantize_static(data, "coarse", feeds, recipe, tiny_u2netp)
-    m = tfl._model_t(qdata)
+    m = fbuf.model_t(qdata)
     g = m.subgraphs[0]
-    convs = [op for op in g.operators if tfl.op_name(m.operatorCodes[op.opcodeIndex]) == "CONV_2D"]
+    convs = [op for op in g.operators if insp.op_name(m.operatorCodes[op.opcodeIndex]) == "CONV_2D"]
     float_convs = [op for op in convs if g.tensors[op.inputs[1]].type == 0]
     assert len(float_convs) == 1 and list(g.tensors[float_convs[0].inputs[1]].shape) == [8, 3, 3, 8]
     with pytest.raises(InputError, match="not a module"):
@@ -238,17 +241,17 @@ def test_int8_split_recipe_reaches_the_graph(tiny_u2netp, tmp_path):
     path = tmp_path / "r.json"
     path.write_text(Recipe(name="s", layers={"coarse.stage2d.dec.4.0": "float", "coarse.stage2d.dec.4.0.main": "int8"},
                            split_inputs={"coarse.stage2d.dec.4.0": [3]}).to_json())
-    t = get_target("tflite")
+    t = get_runtime("tflite")
     r = export("tflite", pipe, tmp_path / "o", t.Options(precision="int8", recipe=path, min_psnr=20), roles=("coarse", "fused"))
     assert type(pipe.coarse.stage2d.dec[4][0]) is nn.Conv2d
     facts = json.loads((r.out_dir / "check.json").read_text())["facts"]["coarse"]
     sel = facts["recipe_selection"]
     assert [o.split(":")[1] for o in sel["coarse.stage2d.dec.4.0.main"]["ops"]] == ["CONV_2D"]
     assert sel["coarse.stage2d.dec.4.0"]["precision"] == "float"
-    m = tfl._model_t(r.files["coarse"].read_bytes())
+    m = fbuf.model_t(r.files["coarse"].read_bytes())
     g = m.subgraphs[0]
-    float_w = [(tfl.op_name(m.operatorCodes[op.opcodeIndex]), [int(s) for s in g.tensors[op.inputs[1]].shape]) for op in g.operators
-               if tfl.op_name(m.operatorCodes[op.opcodeIndex]) in ("CONV_2D", "DEPTHWISE_CONV_2D") and g.tensors[op.inputs[1]].type == 0]
+    float_w = [(insp.op_name(m.operatorCodes[op.opcodeIndex]), [int(s) for s in g.tensors[op.inputs[1]].shape]) for op in g.operators
+               if insp.op_name(m.operatorCodes[op.opcodeIndex]) in ("CONV_2D", "DEPTHWISE_CONV_2D") and g.tensors[op.inputs[1]].type == 0]
     assert float_w == [("DEPTHWISE_CONV_2D", [1, 3, 3, 8])]
 
 
@@ -265,13 +268,13 @@ def test_constant_calibration_ranges_are_widened():
 def test_unpreparable_model_is_a_conversion_error(tiny_exports):
     """A graph LiteRT cannot prepare is reported as a ConversionError (a one-line CLI message), not
     the interpreter's RuntimeError: here an int8 activation whose scale is 0."""
-    m = tfl._model_t(tiny_exports["int8"].files["fused"].read_bytes())
+    m = fbuf.model_t(tiny_exports["int8"].files["fused"].read_bytes())
     g = m.subgraphs[0]
     act = next(t for t in g.tensors if t.type == 9 and t.quantization is not None and t.quantization.scale is not None
                and len(t.quantization.scale) == 1 and not len(m.buffers[t.buffer].data if m.buffers[t.buffer].data is not None else []))
     act.quantization.scale = [0.0]
     with pytest.raises(ConversionError, match="cannot prepare the converted model"):
-        tfl.delegation(tfl._pack(m))
+        insp.delegation(fbuf.pack(m))
 
 
 def test_cli_tflite(tmp_path, monkeypatch):
@@ -296,7 +299,7 @@ def reference_fused(reference_pipeline):
 
     from .conftest import SHARED
 
-    t = get_target("tflite")
+    t = get_runtime("tflite")
     opts = t.Options()
     module, swaps = tfl.export_module(reference_pipeline, "fused", opts)
     data = tfl.litert_convert(module, "fused", tfl.sample_inputs(reference_pipeline, "fused", opts))
@@ -306,14 +309,14 @@ def reference_fused(reference_pipeline):
 
 
 def _psnrs(data, pipeline, photos, tmp_path, name, precision="fp32", xnnpack=True):
-    from mexport.export.base import make_provenance
+    from mexport.export import make_provenance
     from mexport.photos import prepare
     from mexport.validate.metrics import alpha_psnr
 
-    t = get_target("tflite")
+    t = get_runtime("tflite")
     path = tmp_path / f"{name}.tflite"
-    path.write_bytes(tfl.finalize(data, make_provenance(pipeline, t, "fused", t.Options(precision=precision))))
-    from mexport.validate.litert_runner import LiteRTRunner
+    path.write_bytes(fbuf.finalize(data, make_provenance(pipeline, t, "fused", t.Options(precision=precision))))
+    from mexport.runtimes.tflite.runner import LiteRTRunner
 
     run, ref = LiteRTRunner(path, xnnpack=xnnpack), TorchRunner(pipeline)
     out = []
@@ -325,8 +328,8 @@ def _psnrs(data, pipeline, photos, tmp_path, name, precision="fp32", xnnpack=Tru
 
 
 def _op_names(data: bytes) -> set[str]:
-    m = tfl._model_t(data)
-    return {tfl.op_name(m.operatorCodes[op.opcodeIndex]) for op in m.subgraphs[0].operators}
+    m = fbuf.model_t(data)
+    return {insp.op_name(m.operatorCodes[op.opcodeIndex]) for op in m.subgraphs[0].operators}
 
 
 def test_reference_fp32_matches_torch_on_real_photos(reference_fused, reference_pipeline, tmp_path):
@@ -343,19 +346,19 @@ def test_reference_fp32_matches_torch_on_real_photos(reference_fused, reference_
 
     import torch
 
-    from mexport.export.base import make_provenance
+    from mexport.export import make_provenance
     from mexport.photos import prepare
     from mexport.quantize.calibration import role_inputs
-    from mexport.validate.litert_runner import LiteRTRunner
+    from mexport.runtimes.tflite.runner import LiteRTRunner
 
     data, photos, _ = reference_fused
     assert "MAXIMUM" in _op_names(data)  # the re-centred channel's floor: the float graph is the shifted form
-    assert tfl.delegation(data)["fallback_ops"] == {}  # its border fix included (a value-1 pad was a PADV2 XNNPACK left)
-    t, opts = get_target("tflite"), get_target("tflite").Options()
+    assert insp.delegation(data)["fallback_ops"] == {}  # its border fix included (a value-1 pad was a PADV2 XNNPACK left)
+    t, opts = get_runtime("tflite"), get_runtime("tflite").Options()
     for role, bound in (("coarse", 1e-4), ("refine", 1e-5)):
         module, _ = tfl.export_module(reference_pipeline, role, opts)
         path = tmp_path / f"{role}.tflite"
-        path.write_bytes(tfl.finalize(tfl.litert_convert(module, role, tfl.sample_inputs(reference_pipeline, role, opts)),
+        path.write_bytes(fbuf.finalize(tfl.litert_convert(module, role, tfl.sample_inputs(reference_pipeline, role, opts)),
                                       make_provenance(reference_pipeline, t, role, opts)))
         run, graph, names = LiteRTRunner(path, xnnpack=False), reference_pipeline.graph(role), reference_pipeline.input_names(role)
         worst = 0.0
@@ -390,7 +393,7 @@ def test_reference_fp16_and_int8_fidelity(reference_fused, reference_pipeline, r
     # channel's cancellation (a bias of 1361, one fp16 step = 1). Re-centred (models/recenter.py), ~71 dB.
     print(f"fp16 fused vs torch: median alpha PSNR {np.median([p for p, _ in fp16]):.1f} dB")
     assert np.median([p for p, _ in fp16]) >= 60
-    t = get_target("tflite")
+    t = get_runtime("tflite")
     opts = t.Options(precision="int8")
     recipe, _ = t.prepare_quantization(reference_pipeline, opts)
     # The default recipe splits the outlier input channel off both int8-hostile convs: their main
@@ -409,13 +412,13 @@ def test_reference_fp16_and_int8_fidelity(reference_fused, reference_pipeline, r
     # or more (the full resolution, and the refiner's phase space: 16 pixel phases at a quarter of
     # it) writes int8 -- one QUANTIZE of the photo in, one DEQUANTIZE of the alpha out -- so its
     # passes move a quarter of the bytes they would in float.
-    m = tfl._model_t(qdata)
+    m = fbuf.model_t(qdata)
     g = m.subgraphs[0]
-    names = [tfl.op_name(c) for c in m.operatorCodes]
+    names = [insp.op_name(c) for c in m.operatorCodes]
     large = [(names[op.opcodeIndex], list(g.tensors[t].shape), g.tensors[t].type) for op in g.operators for t in op.outputs
              if len(g.tensors[t].shape) == 4 and g.tensors[t].shape[1] * g.tensors[t].shape[2] >= 256 * 256]
     assert len(large) > 40 and [n for n, _, ty in large if ty != 9] == ["DEQUANTIZE"]  # 9: INT8
     assert [n for n, shape, _ in large if n == "QUANTIZE" and shape[1] == 1024] == ["QUANTIZE"]
     int8 = _psnrs(qdata, reference_pipeline, photos, tmp_path, "int8", "int8")
     assert np.median([p for p, _ in int8]) >= 35
-    assert tfl.inspect(qdata)["int8_weight_share"] > 0.9
+    assert insp.inspect(qdata)["int8_weight_share"] > 0.9

@@ -15,10 +15,13 @@ import torch
 from torch import nn
 
 from mexport.errors import InputError, UnsupportedOpError
-from mexport.export import export, get_target
-from mexport.export import tflite as tfl
-from mexport.validate.litert_runner import LiteRTRunner
-from mexport.validate.litert_subprocess import WORKER, blocking_op
+from mexport.export import export
+from mexport.runtimes import get_runtime
+from mexport.runtimes.tflite import convert as tfl
+from mexport.runtimes.tflite import flatbuffer as fbuf
+from mexport.runtimes.tflite import inspection as insp
+from mexport.runtimes.tflite.runner import LiteRTRunner
+from mexport.runtimes.tflite.external import WORKER, blocking_op
 
 from .conftest import BYO, ROOT
 
@@ -39,7 +42,7 @@ def old_python() -> str:
 @pytest.fixture(scope="module")
 def tiny_tflite(tiny_pipeline, tmp_path_factory):
     root = tmp_path_factory.mktemp("tflrt")
-    t = get_target("tflite")
+    t = get_runtime("tflite")
     return {p: export("tflite", tiny_pipeline, root / p, t.Options(precision=p, check=False)) for p in ("fp32", "int8")}
 
 
@@ -51,7 +54,7 @@ def test_fp32_on_tflite_runtime_matches_ai_edge_litert(tiny_tflite, old_python):
     """Same file, two runtimes, identical float kernels: near-identical alphas. One worker process
     serves every call (the photo loop of a validation run)."""
     path = tiny_tflite["fp32"].files["fused"]
-    t = get_target("tflite")
+    t = get_runtime("tflite")
     new = t.runner(path, threads=1)
     with t.runner(path, threads=1, python=old_python) as old:
         assert old.runtime == {"name": "tflite-runtime", "version": OLD_VERSION, "python": old_python}
@@ -71,7 +74,7 @@ def test_int8_on_tflite_runtime_close_to_ai_edge_litert(tiny_tflite, old_python)
     """Full int8 with float I/O: the two runtimes' int8 kernels may round differently, by about
     one step of the 8-bit output (seen: 0.0049 on this model)."""
     path = tiny_tflite["int8"].files["fused"]
-    t = get_target("tflite")
+    t = get_runtime("tflite")
     new = t.runner(path, threads=1)
     with t.runner(path, threads=1, python=old_python) as old:
         for x in _inputs(2):
@@ -83,7 +86,7 @@ def test_worker_falls_back_to_ai_edge_litert(tiny_tflite):
     from importlib.metadata import version
 
     path = tiny_tflite["fp32"].files["fused"]
-    with get_target("tflite").runner(path, python=sys.executable) as r:
+    with get_runtime("tflite").runner(path, python=sys.executable) as r:
         assert r.runtime == {"name": "ai-edge-litert", "version": version("ai-edge-litert"), "python": sys.executable}
         x = _inputs(1)[0]
         assert np.abs(r(x) - LiteRTRunner(path)(x)).max() == 0.0
@@ -105,12 +108,12 @@ def test_worker_imports_only_numpy_and_the_runtime():
 def _artifact(tmp_path, tiny_pipeline, module: nn.Module, name: str):
     """A one-op graph converted by litert-torch and written as a mexport artifact (provenance of
     the tiny pipeline: the runner reads it before the runtime sees the model)."""
-    from mexport.export.base import make_provenance
+    from mexport.export import make_provenance
 
-    t = get_target("tflite")
+    t = get_runtime("tflite")
     data = tfl.litert_convert(module.eval(), "fused", {"image": torch.rand(1, 8, 8, 1)})
     path = tmp_path / f"{name}.tflite"
-    path.write_bytes(tfl.finalize(data, make_provenance(tiny_pipeline, t, "fused", t.Options())))
+    path.write_bytes(fbuf.finalize(data, make_provenance(tiny_pipeline, t, "fused", t.Options())))
     return path
 
 
@@ -126,8 +129,8 @@ def test_new_opcode_blocks_tflite_runtime_and_is_named(tmp_path, tiny_pipeline, 
             return {"alpha": y.permute(0, 2, 3, 1)}
 
     path = _artifact(tmp_path, tiny_pipeline, Pool(), "pool")
-    m = tfl._model_t(path.read_bytes())
-    assert "STABLEHLO_REDUCE_WINDOW" in {tfl.op_name(c) for c in m.operatorCodes}, \
+    m = fbuf.model_t(path.read_bytes())
+    assert "STABLEHLO_REDUCE_WINDOW" in {insp.op_name(c) for c in m.operatorCodes}, \
         "litert-torch lowers this pool differently now: pick another op newer than 2.14"
     # ai-edge-litert runs it: a valid model, blocked only by the old runtime
     from ai_edge_litert.interpreter import Interpreter
@@ -135,7 +138,7 @@ def test_new_opcode_blocks_tflite_runtime_and_is_named(tmp_path, tiny_pipeline, 
     it = Interpreter(model_path=str(path))
     it.allocate_tensors()
     with pytest.raises(UnsupportedOpError) as e:
-        get_target("tflite").runner(path, python=old_python)
+        get_runtime("tflite").runner(path, python=old_python)
     err = e.value
     assert (err.op, err.op_version, err.runtime, err.runtime_version) == ("STABLEHLO_REDUCE_WINDOW", 1, "tflite-runtime", OLD_VERSION)
     assert "has no op STABLEHLO_REDUCE_WINDOW version 1" in str(err) and "out of range: 198" in str(err)
@@ -146,14 +149,14 @@ def test_op_version_too_new_is_named(tiny_tflite, tmp_path, old_python):
     (tried 20-odd ops: 5-6D slices/pads/transposes, casts, int64, gathers; all load), so the tiny
     model's CONV_2D is stamped version 99 to show the other message, "Didn't find op for builtin
     opcode 'CONV_2D' version '99'", comes back naming the op and its version."""
-    m = tfl._model_t(tiny_tflite["fp32"].files["fused"].read_bytes())
+    m = fbuf.model_t(tiny_tflite["fp32"].files["fused"].read_bytes())
     for c in m.operatorCodes:
-        if tfl.op_name(c) == "CONV_2D":
+        if insp.op_name(c) == "CONV_2D":
             c.version = 99
     path = tmp_path / "fused.tflite"
-    path.write_bytes(tfl._pack(m))
+    path.write_bytes(fbuf.pack(m))
     with pytest.raises(UnsupportedOpError, match="has no op CONV_2D version 99") as e:
-        get_target("tflite").runner(path, python=old_python)
+        get_runtime("tflite").runner(path, python=old_python)
     assert (e.value.op, e.value.op_version) == ("CONV_2D", 99)
 
 
@@ -166,7 +169,7 @@ def test_blocking_op_reads_the_runtimes_messages():
 
 def test_bad_python_is_an_input_error(tiny_tflite, tmp_path):
     with pytest.raises(InputError, match="cannot start it"):
-        get_target("tflite").runner(tiny_tflite["fp32"].files["fused"], python=tmp_path / "no-python")
+        get_runtime("tflite").runner(tiny_tflite["fp32"].files["fused"], python=tmp_path / "no-python")
 
 
 def test_cli_validate_bench_cutout_report_the_runtime(tiny_tflite, tmp_path, old_python, photo_file):

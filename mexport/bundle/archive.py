@@ -19,10 +19,10 @@ import stat
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..io import atomic_path
-from .manifest import BundleError, safe_member
+from .manifest import MANIFEST, MAX_MANIFEST, BundleError, loads, safe_member, tree_sha256
 
 EPOCH = (1980, 1, 1, 0, 0, 0)
 FILE_MODE = 0o644  # inside the zip: fixed, so the bytes do not depend on the writer's umask
@@ -154,3 +154,40 @@ class BundleReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def check_files(reader: BundleReader, manifest: dict[str, Any]) -> None:
+    """Every listed file present with its size and sha256; nothing unlisted; artifact digests agree.
+    Sizes are compared before any file is read, and each read stops at the listed size."""
+    listed = manifest["files"]
+    for name in sorted(listed):
+        if name not in reader.names:
+            raise BundleError(f"{name}: missing from the bundle")
+    extra = [n for n in reader.names if n not in listed and n != MANIFEST]
+    if extra:
+        raise BundleError(f"{extra[0]}: in the bundle but not in the manifest" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+    for name in sorted(listed):
+        if reader.sizes[name] != listed[name]["size"]:
+            raise BundleError(f"{name}: {reader.sizes[name]} bytes in the bundle, the manifest lists {listed[name]['size']} "
+                              "(the file was modified or damaged)")
+    digests = {}
+    for name in sorted(listed):
+        digest, size = reader.sha256(name, listed[name]["size"])
+        if size != listed[name]["size"] or digest != listed[name]["sha256"]:
+            raise BundleError(f"{name}: checksum mismatch (the file was modified or damaged)")
+        digests[name] = digest
+    for art in manifest["artifacts"]:
+        for m in art["models"].values():
+            want = tree_sha256(digests, m["file"]) if m.get("directory") else digests.get(m["file"])
+            if want != m.get("sha256"):
+                raise BundleError(f"{m['file']}: its sha256 in the artifact entry {art['id']!r} does not match its files")
+
+
+def check_integrity(path: str | Path, max_unpacked: int = MAX_UNPACKED) -> dict[str, Any]:
+    """The manifest, after its schema and every file's size and sha256 were checked."""
+    with BundleReader(path, max_unpacked) as reader:
+        if MANIFEST not in reader.names:
+            raise BundleError(f"{path}: no {MANIFEST}; not a mexport bundle")
+        manifest = loads(reader.read(MANIFEST, MAX_MANIFEST))
+        check_files(reader, manifest)
+    return manifest

@@ -65,24 +65,6 @@ def _quant(t: dict) -> str:
     return f"per-axis {q.get('quantized_dimension')}: {len(q['scales'])} scales"
 
 
-def _runtime(m: dict) -> str:
-    r = m.get("min_runtime") or {}
-    if "onnx_opset" in r:
-        return f"ONNX opset {r['onnx_opset']} (IR {r['ir_version']}), onnxruntime {r.get('onnxruntime') or '?'}"
-    if "ort_format_version" in r:
-        return f"ORT format v{r['ort_format_version']}, onnxruntime {r.get('onnxruntime') or '?'} (full or reduced build; ops in {r['required_operators_config']})"
-    if "op_versions" in r:
-        top = ", ".join(f"{k} v{v}" for k, v in r["op_versions"].items() if v > 1) or "all ops v1"
-        return f"LiteRT/TFLite runtime >= {r.get('min_runtime_version') or '?'} ({top})"
-    if "specification_version" in r:
-        return f"Core ML deployment target {r.get('deployment_target')} (spec v{r['specification_version']}: {r.get('os')})"
-    return "not read (no reader for this format)"
-
-
-def _first(manifest: dict, fmt: str) -> dict | None:
-    return next((a for a in manifest["artifacts"] if a["format"] == fmt and a["kind"] != "pair"), None)
-
-
 def _golden_paths(manifest: dict, art: dict) -> tuple[str, str, list[int], list[int]]:
     g = art["golden"][0]
     sets = {s["id"]: s for s in manifest["golden"]["sets"]}
@@ -102,46 +84,21 @@ def _tolerance_check(tol: dict) -> list[str]:
 
 
 def python_check(manifest: dict) -> str:
-    """A by-hand golden-vector check with the runtime's own Python API, for the first artifact of
-    each format present (onnxruntime, LiteRT; Core ML needs macOS)."""
+    """A by-hand golden-vector check with the runtime's own Python API, for the first single-file
+    artifact of each format present, from the runtime's :meth:`~mexport.runtime.Runtime.python_check`."""
+    from ..runtimes import get_runtime, names
+    from ..snippets import first_artifact
+
     blocks = []
-    for fmt in ("onnx", "ort", "tflite", "coreml"):
-        art = _first(manifest, fmt)
-        if art is None:
+    for fmt in names():
+        art = first_artifact(manifest, fmt)
+        code = get_runtime(fmt).python_check(manifest, art) if art is not None else None
+        if code is None:
             continue
-        model = art["models"]["fused"]
+        imports, run = code
         inp, exp, xshape, yshape = _golden_paths(manifest, art)
         head = [f'x = np.fromfile("{inp}", dtype="<f4").reshape({tuple(xshape)})',
-                 f'want = np.fromfile("{exp}", dtype="<f4").reshape({tuple(yshape)})']
-        name = model["inputs"][0]["name"]
-        if fmt in ("onnx", "ort"):  # onnxruntime loads .onnx and .ort alike
-            imports = ["import onnxruntime as ort"]
-            run = [f'sess = ort.InferenceSession("{model["file"]}", providers=["CPUExecutionProvider"])',
-                   f'got = sess.run(None, {{"{name}": x}})[0]']
-        elif fmt == "tflite":
-            imports = ["from ai_edge_litert.interpreter import Interpreter"]
-            run = [f'it = Interpreter(model_path="{model["file"]}")', "it.allocate_tensors()",
-                   "i, o = it.get_input_details()[0], it.get_output_details()[0]",
-                   'feed = x.transpose(0, 2, 3, 1) if i["shape"][-1] == 3 else x  # NHWC models take channels last',
-                   'if i["dtype"] != np.float32:',
-                   '    s, z = i["quantization"]',
-                   '    info = np.iinfo(i["dtype"])',
-                   '    if s == 0:  # an 8-bit image input takes the pixels themselves (image.png)',
-                   '        feed = np.round(feed * 255).astype(i["dtype"])',
-                   '    else:  # a quantized input: q = round(x / scale) + zero_point',
-                   '        feed = np.clip(np.round(feed / s) + z, info.min, info.max).astype(i["dtype"])',
-                   'it.set_tensor(i["index"], feed)', "it.invoke()", 'got = it.get_tensor(o["index"])',
-                   'if o["dtype"] != np.float32:  # quantized output: x = scale * (q - zero_point)',
-                   '    s, z = o["quantization"]',
-                   '    got = s * (got.astype(np.float32) - z)']
-        else:
-            img = manifest["golden"]["sets"]
-            png = next(s for s in img if s["id"] == art["golden"][0]["set"])["photos"][art["golden"][0]["photo"]]["image"]
-            imports = ["import coremltools as ct  # MLModel.predict runs on macOS only", "from PIL import Image"]
-            run = [f'm = ct.models.MLModel("{model["file"]}")',
-                   (f'got = m.predict({{"{name}": Image.open("{png}")}})["{model["outputs"][0]["name"]}"]'
-                    if model["inputs"][0].get("image") else
-                    f'got = m.predict({{"{name}": x}})["{model["outputs"][0]["name"]}"]')]
+                f'want = np.fromfile("{exp}", dtype="<f4").reshape({tuple(yshape)})']
         tail = ["", "got = np.asarray(got, dtype=np.float32).reshape(want.shape)", "err = np.abs(got - want)",
                 "psnr = 10 * np.log10(1.0 / max(float(np.mean((got - want) ** 2)), 1e-20))",
                 'print(f"max abs {err.max():.3g}, mean abs {err.mean():.3g}, PSNR {psnr:.1f} dB")',
@@ -152,151 +109,18 @@ def python_check(manifest: dict) -> str:
     return "\n".join(blocks) if blocks else "No single-file artifact in this bundle; see the manifest's golden entries.\n"
 
 
-def _host_resize(manifest: dict, art: dict | None) -> tuple[str, str]:
-    """The contract's photo resize as the manifest states it, and a Kotlin comment for a letterbox
-    spec (createScaledBitmap stretches: a letterboxing app pads the photo first)."""
-    pipe = (art or manifest["artifacts"][0])["pipeline"]
-    step = pipe["host_preprocessing"][1]
-    pad = ("// Letterbox: first draw the photo scaled to fit, centred, on a black w x h bitmap; then scale that bitmap (a no-op).\n"
-           if pipe["spec"]["aspect"] == "letterbox" else "")
-    return step, pad
+def app_snippets(manifest: dict) -> dict[str, str]:
+    """Each runtime's app snippets for the artifacts of its format in the bundle (title -> Markdown),
+    in the registry's order; runtimes that share a snippet (ONNX and ORT) give it once."""
+    from ..runtimes import get_runtime, names
 
-
-def kotlin_snippet(manifest: dict) -> str:
-    """LiteRT in Kotlin for the bundle's first LiteRT artifact, following its input/output dtype,
-    quantization and layout as read from the file."""
-    art = _first(manifest, "tflite")
-    file = art["models"]["fused"]["file"].rsplit("/", 1)[-1] if art else "fused.tflite"
-    rh, rw = manifest["artifacts"][0]["pipeline"]["spec"]["refine_size"]
-    inp = art["models"]["fused"]["inputs"][0] if art else {"shape": [1, 3, rh, rw], "layout": "NCHW", "dtype": "float32"}
-    out = art["models"]["fused"]["outputs"][0] if art else {"dtype": "float32"}
-    nhwc = inp["layout"] == "NHWC"
-    h, w = (inp["shape"][1], inp["shape"][2]) if nhwc else (inp["shape"][2], inp["shape"][3])
-    note = "" if art else "(This bundle has no LiteRT artifact: names below are placeholders.)\n\n"
-    step, pad = _host_resize(manifest, art)
-    q = inp.get("quantization")
-    if inp["dtype"] == "float32":
-        size, put, how = 4, "fb.put(v / 255f)", "float32 = pixel / 255"
-        buf = "val fb = input.asFloatBuffer()\n"
-    elif q:
-        size, how = 1, f"quantized {inp['dtype']}: q = round(pixel / 255 / scale) + zero_point"
-        lo, hi = (-128, 127) if inp["dtype"] == "int8" else (0, 255)
-        put = (f"input.put(((v / 255f / {q['scale']:.8g}f).roundToInt() + ({q['zero_point']})).coerceIn({lo}, {hi}).toByte())")
-        buf = ""
-    else:
-        size, put, how, buf = 1, "input.put(v.toByte())", "raw 8-bit pixels 0..255", ""
-    order = ("for (p in pixels) for (shift in intArrayOf(16, 8, 0)) { val v = (p shr shift) and 0xFF; PUT }  // RGB per pixel (NHWC)"
-             if nhwc else
-             "for (shift in intArrayOf(16, 8, 0)) for (p in pixels) { val v = (p shr shift) and 0xFF; PUT }  // R, G, B planes (NCHW)")
-    oq = out.get("quantization")
-    if out["dtype"] == "float32":
-        read = (f"val output = ByteBuffer.allocateDirect(4 * w * h).order(ByteOrder.nativeOrder())\ninterpreter.run(input, output)\n"
-                "output.rewind()\nval alpha = FloatArray(w * h).also { output.asFloatBuffer().get(it) }")
-    else:
-        signed = "" if out["dtype"] == "int8" else " and 0xFF"
-        read = (f"val output = ByteBuffer.allocateDirect(w * h).order(ByteOrder.nativeOrder())\ninterpreter.run(input, output)\n"
-                f"output.rewind()\nval alpha = FloatArray(w * h) {{ {oq['scale']:.8g}f * ((output.get().toInt(){signed}) - ({oq['zero_point']})) }}"
-                "  // x = scale * (q - zero_point)")
-    return note + f"""```kotlin
-// implementation("com.google.ai.edge.litert:litert:<version>")  (the org.tensorflow.lite API)
-import org.tensorflow.lite.Interpreter
-import java.nio.ByteBuffer
-import java.nio.ByteOrder
-import kotlin.math.roundToInt
-
-val interpreter = Interpreter(loadModelFile(context, "{file}"), Interpreter.Options().setNumThreads(4))
-val w = {w}; val h = {h}
-// Host steps of the contract: RGB, {step}, {how}, {"NHWC" if nhwc else "NCHW"}.
-{pad}val scaled = Bitmap.createScaledBitmap(photo, w, h, /* filter = */ true)
-val pixels = IntArray(w * h).also {{ scaled.getPixels(it, 0, w, 0, 0, w, h) }}  // ARGB_8888
-val input = ByteBuffer.allocateDirect({size} * 3 * w * h).order(ByteOrder.nativeOrder())
-{buf}{order.replace("PUT", put)}
-input.rewind()
-{read}  // row-major {h}x{w}, in [0, 1]
-
-// Golden vector (androidTest): build the input from image.png (or input.{"nhwc" if nhwc else "nchw"}.f32 for a float input)
-// and compare alpha with expected/<artifact>.f32 using this artifact's tolerance.
-fun readF32(bytes: ByteArray): FloatArray =
-    FloatArray(bytes.size / 4).also {{ ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(it) }}
-```
-"""
-
-
-def ort_kotlin_snippet(manifest: dict) -> str | None:
-    """onnxruntime's Java API in Kotlin for the bundle's first .ort (else .onnx) artifact; None when
-    the bundle has neither. ONNX models take the contract's NCHW float32 photo in [0, 1]."""
-    art = _first(manifest, "ort") or _first(manifest, "onnx")
-    if art is None:
-        return None
-    model = art["models"]["fused"]
-    file = model["file"].rsplit("/", 1)[-1]
-    inp, out = model["inputs"][0], model["outputs"][0]
-    h, w = inp["shape"][2], inp["shape"][3]
-    config = (model.get("min_runtime") or {}).get("required_operators_config")
-    step, pad = _host_resize(manifest, art)
-    build = (f"// The full package loads .onnx and .ort; a reduced build made with {config} (this bundle) loads this .ort only.\n"
-             if config else "// The full package loads .onnx files.\n")
-    return f"""```kotlin
-// implementation("com.microsoft.onnxruntime:onnxruntime-android:<version>")
-{build}import ai.onnxruntime.OnnxTensor
-import ai.onnxruntime.OrtEnvironment
-import java.nio.FloatBuffer
-
-val env = OrtEnvironment.getEnvironment()
-val session = env.createSession(context.assets.open("{file}").readBytes())
-val w = {w}; val h = {h}
-// Host steps of the contract: RGB, {step}, float32 = pixel / 255, NCHW.
-{pad}val scaled = Bitmap.createScaledBitmap(photo, w, h, /* filter = */ true)
-val pixels = IntArray(w * h).also {{ scaled.getPixels(it, 0, w, 0, 0, w, h) }}  // ARGB_8888
-val chw = FloatArray(3 * w * h)
-for ((c, shift) in intArrayOf(16, 8, 0).withIndex()) for (i in 0 until w * h) chw[c * w * h + i] = ((pixels[i] shr shift) and 0xFF) / 255f
-val alpha = OnnxTensor.createTensor(env, FloatBuffer.wrap(chw), longArrayOf(1, 3, h.toLong(), w.toLong())).use {{ input ->
-    session.run(mapOf("{inp['name']}" to input)).use {{ result ->
-        val t = result.get("{out['name']}").get() as OnnxTensor
-        FloatArray(w * h).also {{ t.floatBuffer.get(it) }}  // row-major {h}x{w}, in [0, 1]
-    }}
-}}
-```
-"""
-
-
-def swift_snippet(manifest: dict) -> str:
-    art = _first(manifest, "coreml")
-    aspect = (art or manifest["artifacts"][0])["pipeline"]["spec"]["aspect"]
-    name = art["models"]["fused"]["file"].rsplit("/", 1)[-1].removesuffix(".mlpackage") if art else "fused"
-    rh, rw = manifest["artifacts"][0]["pipeline"]["spec"]["refine_size"]
-    inp = art["models"]["fused"]["inputs"][0] if art else {"name": "image", "shape": [1, 3, rh, rw], "image": {}}
-    out = art["models"]["fused"]["outputs"][0]["name"] if art else "alpha"
-    h, w = inp["shape"][2], inp["shape"][3]
-    option = ".scaleFill   // the spec's aspect is stretch" if aspect == "stretch" else (
-        ".scaleFill   // letterbox: pad the photo yourself into a black, centred WxH image first; "
-        "Vision's .scaleFit does not document its padding")
-    note = "" if art else "(This bundle has no Core ML artifact: names below are placeholders.)\n\n"
-    return note + f"""```swift
-import CoreML
-import Vision
-
-let config = MLModelConfiguration()
-config.computeUnits = .all  // fp16 artifacts may run on the Neural Engine; the fp16 tolerance allows for it
-let url = Bundle.main.url(forResource: "{name}", withExtension: "mlmodelc")!  // Xcode compiles {name}.mlpackage
-let model = try MLModel(contentsOf: url, configuration: config)
-
-// With Vision: it resizes the photo to {w}x{h} and feeds the pixel buffer (the model scales pixels by 1/255).
-let request = VNCoreMLRequest(model: try VNCoreMLModel(for: model))
-request.imageCropAndScaleOption = {option}
-try VNImageRequestHandler(cgImage: photo, orientation: exifOrientation).perform([request])
-let obs = request.results!.first as! VNCoreMLFeatureValueObservation
-let alpha = obs.featureValue.multiArrayValue!  // "{out}": 1x1x{h}x{w} Float32 in [0, 1]
-
-// Golden vector (XCTest): feed image.png directly, compare with expected/<artifact>.f32.
-let png = UIImage(contentsOfFile: pngPath)!.cgImage!
-let feed = try MLDictionaryFeatureProvider(dictionary: [
-    "{inp['name']}": try MLFeatureValue(cgImage: png, pixelsWide: {w}, pixelsHigh: {h},
-                                        pixelFormatType: kCVPixelFormatType_32BGRA, options: nil)])
-let got = try model.prediction(from: feed).featureValue(for: "{out}")!.multiArrayValue!
-let want: [Float] = try Data(contentsOf: expectedURL).withUnsafeBytes {{ Array($0.bindMemory(to: Float.self)) }}  // little-endian
-```
-"""
+    formats = {a["format"] for a in manifest["artifacts"]}
+    out: dict[str, str] = {}
+    for fmt in names():
+        if fmt in formats:
+            for title, text in get_runtime(fmt).app_snippets(manifest).items():
+                out.setdefault(title, text)
+    return out
 
 
 def _metrics(art: dict) -> str:
@@ -317,9 +141,13 @@ def render_readme(manifest: dict) -> str:
                     "Check the whole bundle, and run its golden vectors on every runtime this machine has, with:", "",
                     "```bash", "mexport bundle verify THIS_BUNDLE.zip", "```", "", "## Contents", "",
                     "| artifact | format | precision | files | needs |", "|---|---|---|---|---|"]
+    from ..runtimes import RUNTIMES, get_runtime
+
     for a in arts:
         files = ", ".join(f"`{m['file']}`" for m in a["models"].values())
-        needs = "; ".join(sorted({_runtime(m) for m in a["models"].values()}))
+        rt = get_runtime(a["format"]) if a["format"] in RUNTIMES else None
+        needs = "; ".join(sorted({rt.needs(m.get("min_runtime")) if rt else "not read (no reader for this format)"
+                                  for m in a["models"].values()}))
         L.append(f"| `{a['id']}` | {a['format']} | {a['precision']} | {files} | {needs} |")
     L += ["", "A `coarse+refine` artifact is two files run in sequence; between them the host does the coarse "
           "downsample described below. Most apps want the `fused` file.", ""]
@@ -393,10 +221,7 @@ def render_readme(manifest: dict) -> str:
     L += ["", "Why these bounds (they are sized for a phone's runtime, not for this machine):", ""]
     L += [f"- **{k}**: {t.why}" for k, t in TOLERANCES.items()]
     L += ["", "## Check a golden vector by hand", "",
-          "With the runtime's own Python API, from the bundle's root after unzipping:", "", python_check(manifest),
-          "## Android: LiteRT in Kotlin", "", kotlin_snippet(manifest)]
-    ort = ort_kotlin_snippet(manifest)
-    if ort:
-        L += ["## Android: onnxruntime in Kotlin", "", ort]
-    L += ["## iOS: Core ML in Swift", "", swift_snippet(manifest)]
+          "With the runtime's own Python API, from the bundle's root after unzipping:", "", python_check(manifest)]
+    for title, text in app_snippets(manifest).items():
+        L += [f"## {title}", "", text]
     return "\n".join(L).rstrip() + "\n"

@@ -175,8 +175,7 @@ def _spec_info(spec) -> dict[str, Any]:
 def create_bundle(paths: list[str | Path], out: str | Path, report: Path | None = None, model: str | None = None,
                   photos: tuple[str, ...] = GOLDEN_PHOTOS, log: Callable[[str], Any] = lambda s: None) -> BundleResult:
     """Write a bundle of ``paths`` (files or export directories) to ``out`` (``.zip``, or a directory)."""
-    from ..export.base import _check_writable
-    from ..io import output_lock, staging
+    from ..io import check_target, output_lock, staging
     from ..validate.artifacts import discover
     from .archive import move_dir, write_zip
     from .golden import golden_photos
@@ -191,7 +190,7 @@ def create_bundle(paths: list[str | Path], out: str | Path, report: Path | None 
             raise InputError(f"{a.label}: golden vectors for models with extra inputs need real data for them; not supported yet")
     out = Path(out)
     as_zip = out.suffix.lower() == ".zip"
-    _check_writable(out.parent if as_zip else out)
+    check_target(out.parent if as_zip else out, directory=True)
     if not as_zip and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
         raise InputError(f"{out} exists and is not a bundle directory; refusing to replace it")
     if as_zip and out.is_dir():
@@ -211,10 +210,9 @@ def create_bundle(paths: list[str | Path], out: str | Path, report: Path | None 
 def _stage(artifacts, staging: Path, report: Path | None, model: str | None, photos: tuple[str, ...], photo_arrays,
            log: Callable[[str], Any]) -> dict[str, Any]:
     """Everything a bundle holds, written into ``staging``; returns the manifest."""
-    from ..export import get_target
     from ..photos import prepare
+    from ..runtimes import get_runtime
     from .card import render_readme
-    from .describe import describe
 
     if report is not None:
         log(f"reading validation results from {report}")
@@ -227,7 +225,7 @@ def _stage(artifacts, staging: Path, report: Path | None, model: str | None, pho
     copied: dict[Path, str] = {}
     entries: list[dict[str, Any]] = []
     for a, checked in zip(artifacts, validation):
-        target = get_target(a.target)
+        target = get_runtime(a.target)
         models: dict[str, dict[str, Any]] = {}
         for role, src in a.paths.items():
             src = src.resolve()
@@ -239,7 +237,7 @@ def _stage(artifacts, staging: Path, report: Path | None, model: str | None, pho
                     _copy(extra, staging / bpath.rsplit("/", 1)[0] / extra.name)
             prov = target.read_provenance(src)
             models[role] = {"file": bpath, "directory": src.is_dir(), "provenance": json.loads(prov.to_json()),
-                            **describe(a.target, src, prov)}
+                            **target.describe(src, prov)}
         art_id, slug = _ident(a, dirs[next(iter(a.paths.values())).resolve().parent])
         compute = next((m.get("compute_precision") for m in models.values() if m.get("compute_precision")), None)
         tol = tolerance_for(a.precision, compute)
@@ -280,8 +278,8 @@ def _stage(artifacts, staging: Path, report: Path | None, model: str | None, pho
         "encoding": "raw float32, little-endian, row-major (C order), no header; image.png is 8-bit RGB",
         "sets": [dict(v, photos=dict(sorted(v["photos"].items()))) for _, v in sorted(sets.items())],
         "tolerances": {k: t.to_dict() for k, t in TOLERANCES.items()},
-        "expected_from": "each artifact run on this machine by mexport's runner for its format "
-                         "(onnxruntime CPU, LiteRT CPU, Core ML via the MIL emulator off macOS), one thread",
+        "expected_from": "each artifact run on this machine by mexport's runner for its format ("
+                         + ", ".join(sorted({get_runtime(a.target).runner_label for a in artifacts})) + "), one thread",
     }
     manifest: dict[str, Any] = {
         "format": FORMAT, "schema": SCHEMA, "mexport_version": __version__,

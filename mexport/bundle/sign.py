@@ -65,7 +65,7 @@ def sign_bundle(bundle: str | Path, key: str | Path, signature: str | Path | Non
     """Check the bundle's manifest and checksums, then sign it with ``key`` (an SSH private key, or
     its ``.pub`` when the private key is in ssh-agent); returns the signature's path."""
     from ..io import atomic_write_bytes
-    from .verify import check_integrity
+    from .archive import check_integrity
 
     bundle, key = Path(bundle), Path(key)
     if not key.is_file():

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CannotVerifyError, FidelityError
-from .archive import MAX_UNPACKED, BundleReader
+from .archive import MAX_UNPACKED, BundleReader, check_files
 from .golden import Tolerance, read_f32
-from .manifest import MANIFEST, MAX_MANIFEST, BundleError, loads, tree_sha256
+from .manifest import MANIFEST, MAX_MANIFEST, BundleError, loads
 
 
 @dataclass
@@ -32,60 +32,18 @@ class VerifyReport:
         return all(r["passed"] for r in self.results)
 
 
-def check_files(reader: BundleReader, manifest: dict[str, Any]) -> None:
-    """Every listed file present with its size and sha256; nothing unlisted; artifact digests agree.
-    Sizes are compared before any file is read, and each read stops at the listed size."""
-    listed = manifest["files"]
-    for name in sorted(listed):
-        if name not in reader.names:
-            raise BundleError(f"{name}: missing from the bundle")
-    extra = [n for n in reader.names if n not in listed and n != MANIFEST]
-    if extra:
-        raise BundleError(f"{extra[0]}: in the bundle but not in the manifest" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
-    for name in sorted(listed):
-        if reader.sizes[name] != listed[name]["size"]:
-            raise BundleError(f"{name}: {reader.sizes[name]} bytes in the bundle, the manifest lists {listed[name]['size']} "
-                              "(the file was modified or damaged)")
-    digests = {}
-    for name in sorted(listed):
-        digest, size = reader.sha256(name, listed[name]["size"])
-        if size != listed[name]["size"] or digest != listed[name]["sha256"]:
-            raise BundleError(f"{name}: checksum mismatch (the file was modified or damaged)")
-        digests[name] = digest
-    for art in manifest["artifacts"]:
-        for m in art["models"].values():
-            want = tree_sha256(digests, m["file"]) if m.get("directory") else digests.get(m["file"])
-            if want != m.get("sha256"):
-                raise BundleError(f"{m['file']}: its sha256 in the artifact entry {art['id']!r} does not match its files")
-
-
 def _runner(art: dict[str, Any], root: Path):
     """The artifact's runner, or the reason it cannot run here (an absent runtime)."""
-    from ..export import TARGETS, get_target
-    from ..runner import PairRunner
+    from ..runtimes import RUNTIMES, open_runner
     from ..spec import PipelineSpec
 
-    if art["format"] not in TARGETS.names():
+    if art["format"] not in RUNTIMES:
         return None, f"this mexport has no {art['format']} target"
-    target = get_target(art["format"])
+    paths = {role: root / m["file"] for role, m in art["models"].items()}
     try:
-        if art["kind"] == "pair":
-            spec = PipelineSpec.from_dict(art["pipeline"]["spec"])
-            return PairRunner(target.runner(root / art["models"]["coarse"]["file"], threads=1),
-                              target.runner(root / art["models"]["refine"]["file"], threads=1), spec, name=art["id"]), None
-        return target.runner(root / art["models"][art["kind"]]["file"], threads=1), None
+        return open_runner(art["format"], paths, PipelineSpec.from_dict(art["pipeline"]["spec"]), name=art["id"], threads=1), None
     except ImportError as e:
         return None, f"runtime not installed ({e.name or e})"
-
-
-def check_integrity(path: str | Path, max_unpacked: int = MAX_UNPACKED) -> dict[str, Any]:
-    """The manifest, after its schema and every file's size and sha256 were checked."""
-    with BundleReader(path, max_unpacked) as reader:
-        if MANIFEST not in reader.names:
-            raise BundleError(f"{path}: no {MANIFEST}; not a mexport bundle")
-        manifest = loads(reader.read(MANIFEST, MAX_MANIFEST))
-        check_files(reader, manifest)
-    return manifest
 
 
 def verify_bundle(path: str | Path, log: Callable[[str], Any] = lambda s: None, max_unpacked: int = MAX_UNPACKED,

@@ -25,7 +25,7 @@ Integer quantization wants the opposite: the shifted channel's ReLU becomes a fl
 the conv, so the int8 conv output has to cover the pre-activation range, and the ring correction's
 weights (c times the channel's) are outliers of their own; measured, the TFLite int8 export checked
 1.5-2.3 dB lower. The pair therefore keeps its unshifted form, and ``plain_form`` gives it back for
-exports that quantize to integers (mexport.export.base).
+exports that quantize to integers (mexport/export.py).
 
 Written by hand: converters and quantizers fold constants the other way (into bigger biases), and
 no library re-centres activations for fp32 accuracy.

@@ -3,7 +3,8 @@
 Written by hand because no library maps an ONNX graph back onto an existing nn.Module. In that
 ONNX, BatchNorm is folded into each Conv and initializers have numeric names, so we map by
 execution order: the i-th Conv node of the graph gets the i-th nn.Conv2d our forward calls, and
-every shape and conv attribute (kernel, dilation, padding) must agree.
+every shape and conv attribute (kernel, dilation, padding) must agree. Reading the ONNX file is
+the ONNX runtime folder's (``mexport.runtimes.onnx.weights``): onnx is imported only there.
 """
 
 from __future__ import annotations
@@ -30,15 +31,12 @@ def conv_execution_order(model, size: int = 64) -> list[str]:
 
 
 def onnx_to_state_dict(onnx_bytes: bytes) -> dict:
-    import onnx
     import torch
-    from onnx import numpy_helper
 
+    from ..runtimes.onnx.weights import conv_layers
     from .u2netp import U2NetP
 
-    graph = onnx.load_from_string(onnx_bytes).graph
-    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    conv_nodes = [n for n in graph.node if n.op_type == "Conv"]
+    conv_nodes = conv_layers(onnx_bytes)
     model = U2NetP()
     modules = dict(model.named_modules())
     order = conv_execution_order(model)
@@ -47,8 +45,7 @@ def onnx_to_state_dict(onnx_bytes: bytes) -> dict:
     state: dict = {}
     for name, node in zip(order, conv_nodes):
         conv = modules[name]
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        w, b = init[node.input[1]], init[node.input[2]]
+        attrs, w, b = node["attrs"], node["weight"], node["bias"]
         ok = (
             tuple(w.shape) == tuple(conv.weight.shape)
             and tuple(b.shape) == tuple(conv.bias.shape)
@@ -57,7 +54,7 @@ def onnx_to_state_dict(onnx_bytes: bytes) -> dict:
             and attrs.get("group", 1) == conv.groups
         )
         if not ok:
-            raise WeightsError(f"ONNX conv {node.output[0]} does not fit {name}: weight {w.shape} vs {tuple(conv.weight.shape)}")
+            raise WeightsError(f"ONNX conv {node['output']} does not fit {name}: weight {w.shape} vs {tuple(conv.weight.shape)}")
         state[f"{name}.weight"] = torch.from_numpy(w.copy()).contiguous()
         state[f"{name}.bias"] = torch.from_numpy(b.copy()).contiguous()
     missing = set(model.state_dict()) - set(state)

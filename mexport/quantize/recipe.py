@@ -21,7 +21,8 @@ A layer key matches a module path exactly or as a prefix ending at a dot (``coar
 ``split_inputs`` names convs whose listed input channels move into a conv of their own before
 quantization (:mod:`mexport.quantize.split`, same maths): the conv at ``K`` becomes ``K.main`` (the
 other channels) plus ``K.side`` (those channels), which ``layers`` can then name, e.g. ``K``: float
-with ``K.main``: int8. Only the TFLite target applies it; the others reject such a recipe.
+with ``K.main``: int8. Only runtimes that declare ``applies_splits`` (LiteRT) apply it; the others
+reject such a recipe.
 """
 
 from __future__ import annotations
@@ -109,10 +110,10 @@ class Recipe:
             splits[k] = tuple(chans)
         object.__setattr__(self, "split_inputs", dict(sorted(splits.items())))
 
-    def require_no_splits(self, target: str) -> None:
-        """For the targets that do not apply ``split_inputs`` (all but TFLite)."""
+    def require_no_splits(self, target: str, appliers: list[str]) -> None:
+        """For the runtimes that do not apply ``split_inputs`` (``appliers`` name those that do)."""
         if self.split_inputs:
-            raise InputError(f"recipe {self.name!r}: split_inputs is applied by the TFLite target only; "
+            raise InputError(f"recipe {self.name!r}: split_inputs is applied by {' and '.join(appliers) or 'no runtime'} only; "
                              f"for {target} keep those layers float in 'layers' instead")
 
     def precision_of(self, module_path: str) -> str:

@@ -33,34 +33,19 @@ class Artifact:
         return total
 
     def runner(self, threads: int | None = None, **kw):
-        """``kw`` go to the target's runner (e.g. ``python=`` for a TFLite artifact on an older runtime)."""
-        from ..export import get_target
-        from ..runner import PairRunner
+        """``kw`` go to the runtime's runner (e.g. ``python=`` for a TFLite artifact on an older runtime)."""
+        from ..runtimes import open_runner
 
-        t = get_target(self.target)
-        if self.kind == "pair":
-            return PairRunner(t.runner(self.paths["coarse"], threads=threads, **kw), t.runner(self.paths["refine"], threads=threads, **kw),
-                              self.provenance.pipeline_spec, name=self.label)
-        return t.runner(self.paths[self.kind], threads=threads, **kw)
-
-
-def target_for(path: Path) -> str:
-    from ..export import TARGETS, get_target
-
-    for name in TARGETS.names():
-        if path.name.endswith(get_target(name).suffix):
-            return name
-    suffixes = ", ".join(get_target(n).suffix for n in TARGETS.names())
-    raise InputError(f"{path}: not an artifact mexport knows (expected one of {suffixes}, or an export directory)")
+        return open_runner(self.target, self.paths, self.provenance.pipeline_spec, name=self.label, threads=threads, **kw)
 
 
 def read_provenance(path: Path) -> tuple[str, Provenance]:
-    from ..export import get_target
+    from ..runtimes import get_runtime, runtime_for
 
     if not path.exists():
         raise InputError(f"artifact not found: {path}")
-    target = target_for(path)
-    return target, get_target(target).read_provenance(path)
+    target = runtime_for(path)
+    return target, get_runtime(target).read_provenance(path)
 
 
 def unfinished(path: Path) -> bool:
@@ -141,8 +126,10 @@ def discover(args: list[str | Path]) -> list[Artifact]:
 
 
 def _is_artifact(p: Path) -> bool:
+    from ..runtimes import runtime_for
+
     try:
-        target_for(p)
+        runtime_for(p)
         return True
     except InputError:
         return False

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import InputError
+from ..io import jsonable
 from .accuracy import GTSample, gt_metrics
 from .artifacts import Artifact, discover, reference_for
 from .fidelity import compare, default_threshold
@@ -89,7 +90,7 @@ class ValidationReport:
         return all(a.passed for a in self.artifacts)
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean({
+        return jsonable({
             "schema": SCHEMA, "passed": self.passed, "data": self.data, "photos": self.photos, "versions": self.versions,
             "artifacts": [{
                 "label": a.label, "target": a.target, "precision": a.precision, "kind": a.kind, "size_bytes": a.size_bytes,
@@ -97,20 +98,6 @@ class ValidationReport:
                 "gates": [g.__dict__ for g in a.gates], "photos": a.photos,
             } for a in self.artifacts],
         })
-
-
-def _clean(o):
-    """JSON has no NaN/Inf: write them as strings so the report stays strict JSON."""
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, (float, np.floating)):
-        f = float(o)
-        return f if math.isfinite(f) else ("inf" if f > 0 else "-inf" if f < 0 else "nan")
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
 
 
 def load_samples(data: Path | None, only: list[str] | None = None) -> tuple[list[GTSample], str]:
@@ -190,7 +177,7 @@ def baseline_entry(a: ArtifactReport) -> dict[str, Any]:
             e[f"{k}_mean"] = s[f"{k}_mean"]
     if a.latency and "p50_ms" in a.latency:
         e["p50_ms"] = a.latency["p50_ms"]
-    return _clean(e)
+    return jsonable(e)
 
 
 def write_baseline(report: ValidationReport, path: Path) -> None:
@@ -297,30 +284,27 @@ def validate_artifact(artifact: Artifact, samples: list[GTSample], model: str | 
 
 def validate(paths: list[str | Path], data: Path | None = None, model: str | None = None, gates: Gates = Gates(),
              baseline: Path | None = None, threads: int | None = None, progress=None, keep_alphas: bool = False,
-             bench: bool = False, only: list[str] | None = None, latency_baseline: list[str | Path] | None = None,
-             latency_runs: int = 10, tflite_python: str | Path | None = None):
+             only: list[str] | None = None, latency: Callable | None = None, runner_kw: dict[str, dict] | None = None,
+             checks: Callable[[list[Artifact]], Any] | None = None):
     """Validate artifacts; returns the report and, with keep_alphas, the alphas for the HTML report.
 
-    ``progress(stage, done, total, detail)`` is called after each photo of each artifact and each
-    latency step. Latency (``bench``, or a latency gate): with ``latency_baseline`` artifacts, each
-    artifact is timed against the baseline artifact of the same target and kind, interleaved in
-    this run (``latency_runs`` runs each); without, each artifact is timed alone in its own process
-    and a latency gate compares with the baseline file's p50 from an earlier run. ``tflite_python``
-    runs TFLite artifacts in that Python's LiteRT runtime (an older one, e.g. tflite-runtime 2.14)."""
+    ``progress(stage, done, total, detail)`` is called after each photo of each artifact.
+    ``latency(artifacts)``, when given (``--bench``, a latency gate), returns one latency record
+    per artifact, attached before the gates run: timing is the benchmarks' business
+    (:mod:`mexport.bench`), which the API hands in. ``checks(artifacts)`` runs after discovery,
+    before any artifact runs (inputs that depend on them). ``runner_kw`` maps a runtime to options
+    for its runner (``{"tflite": {"python": PATH}}``)."""
     artifacts = discover(paths)
     if not artifacts:
         raise InputError("no artifacts given")
-    references_for_latency = discover(latency_baseline) if latency_baseline else None
+    if checks is not None:
+        checks(artifacts)
     samples, source = load_samples(data, only)
     base = load_baseline(baseline) if baseline is not None and Path(baseline).exists() else None
     if baseline is not None and base is None and (gates.max_sad_increase is not None or gates.max_grad_increase is not None
                                                   or gates.max_latency_ratio is not None):
         raise InputError(f"baseline not found: {baseline} (create it with --update-baseline)")
-    if tflite_python and latency_baseline:
-        # The interleaved timer builds its runners in its own workers, which know no other Python.
-        raise InputError("--tflite-python and --latency-baseline cannot be combined yet; use --bench for the old runtime's latency")
     reports, all_alphas, references = [], {}, {}
-    runner_kw = {"tflite": {"python": str(tflite_python)}} if tflite_python else {}
     done, total = 0, len(artifacts) * len(samples)
     for art in artifacts:
         def tick(label: str = art.label) -> None:
@@ -332,33 +316,11 @@ def validate(paths: list[str | Path], data: Path | None = None, model: str | Non
         rep, alphas = validate_artifact(art, samples, model, threads, tick, keep_alphas, references, runner_kw)
         reports.append(rep)
         all_alphas[art.label] = alphas
-    if references_for_latency is not None:
-        from .latency_baseline import latency_vs_baseline
-
-        for rep, lat in zip(reports, latency_vs_baseline(artifacts, references_for_latency, threads or 1, latency_runs, progress)):
-            rep.latency = lat
-    elif bench or gates.max_latency_ratio is not None:
-        from .interleave import latency_records
-
-        for rep, rec in zip(reports, latency_records(artifacts, (threads or 1,), runner_kw=runner_kw, progress=progress)):
+    if latency is not None:
+        for rep, rec in zip(reports, latency(artifacts)):
             rep.latency = rec
     for rep in reports:
         apply_gates(rep, gates, base)
-    return ValidationReport(reports, source, [s.name for s in samples], versions=runtime_versions()), all_alphas, samples
+    from ..runtimes import versions
 
-
-def runtime_versions() -> dict[str, str]:
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    from .. import __version__
-
-    v = {"mexport": __version__, "python": platform.python_version(), "machine": platform.machine(), "system": platform.system()}
-    # Installed distributions' versions, read from their metadata: importing coremltools or torch
-    # just to ask would cost seconds and print warnings.
-    for key, dist in (("torch", "torch"), ("onnxruntime", "onnxruntime"), ("ai_edge_litert", "ai-edge-litert"), ("coremltools", "coremltools")):
-        try:
-            v[key] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return v
+    return ValidationReport(reports, source, [s.name for s in samples], versions=versions()), all_alphas, samples

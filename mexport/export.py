@@ -1,0 +1,233 @@
+"""The export contract shared by every runtime, and the one ``export()`` that drives them.
+
+A runtime converts one role's graph to a file, embeds the provenance, quantizes, and gives a
+runner called like the graph (:class:`mexport.runtime.Runtime`). ``export()`` does the rest for
+every runtime alike: check the options and the output before the slow work, stage in a temporary
+directory, send the converters' own output to ``convert.log`` (:mod:`mexport.console`), check
+fidelity against the float pipeline, and only then move ``coarse/refine/fused`` into place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from .errors import ConversionError, FidelityError, InputError
+from .runtime import FLOAT_PRECISIONS, ExportOptions, Runtime
+from .spec import Provenance
+
+CONVERT_LOG = "convert.log"
+# A converter failure beside an earlier export of the same directory: that export keeps its own log.
+FAILED_LOG = "convert.failed.log"
+# Files an export writes besides the role files and their companions; a re-export replaces them all.
+EXPORT_FILES = ("recipe.json", "check.json", CONVERT_LOG, FAILED_LOG)
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    files: dict[str, Path]
+    checks: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+    passed: bool = True
+    summary: list[str] = field(default_factory=list)  # the runtime's lines about the fused model (delegation, ...)
+
+
+def output_files(out_dir: Path) -> dict[str, list[Path]]:
+    """What earlier exports left in ``out_dir``, by target: its role files and their companions."""
+    found: dict[str, list[Path]] = {}
+    if not out_dir.is_dir():
+        return found
+    from .runtimes import get_runtime, names
+
+    for name in names():
+        t = get_runtime(name)
+        for role in ("coarse", "refine", "fused"):
+            f = out_dir / f"{role}{t.suffix}"
+            if f.exists():
+                found.setdefault(name, []).extend([f, *t.companions(f)])
+    return found
+
+
+def make_provenance(pipeline, target: Runtime, role: str, options: ExportOptions, recipe=None, calibration=None) -> Provenance:
+    info = pipeline.model_info
+    return Provenance(
+        model=info.name, weights_sha256=info.weights_sha256, spec=pipeline.spec.to_dict(), role=role,
+        target=target.name, precision=options.precision, recipe=(recipe.name + ":" + recipe.sha256()[:16]) if recipe else None,
+        calib_sha256=calibration.sha256 if calibration else None,
+        calib_method=(recipe.calibration.method if recipe else options.calib_method) if calibration else None,
+        mexport_version=__version__, converters=target.converter_versions(),
+    )
+
+
+def check_photos(options: ExportOptions):
+    """Held-out photos for the export-time check: scikit-image's evaluation set, plus --check-data."""
+    from .photos import DEFAULT_EVAL, default_photos, list_photos, load_photo
+
+    photos = default_photos(DEFAULT_EVAL)
+    if options.check_data is not None:
+        folder = options.check_data / "image" if (options.check_data / "image").is_dir() else options.check_data
+        photos += [(p.stem, load_photo(p)) for p in list_photos(folder)]
+    return photos
+
+
+def fidelity_checks(target: Runtime, pipeline, staged: dict[str, Path], photos, threshold: float, progress=None) -> dict[str, Any]:
+    """Every role against its float graph on the same tensors; the fused model and the coarse+refine
+    pair are gated (that is what an app runs), coarse and refine alone are reported.
+    ``progress(stage, done, total, detail)`` is called after each gated photo."""
+    import torch
+
+    from .quantize.calibration import role_inputs
+    from .runner import TorchRunner
+    from .runtimes import open_runner
+    from .validate.fidelity import compare, fidelity, photo_tensors
+
+    ref = TorchRunner(pipeline)
+    tensors = photo_tensors(photos, pipeline.spec)
+    runners = {"fused": open_runner(target.name, {"fused": staged["fused"]})}
+    gated = {"fused": runners["fused"]}
+    if "refine" in staged:  # the pair's halves are also checked alone below
+        pair = gated["pair"] = open_runner(target.name, {r: staged[r] for r in ("coarse", "refine")}, pipeline.spec)
+        runners.update(coarse=pair.coarse, refine=pair.refine)
+    elif "coarse" in staged:
+        runners["coarse"] = open_runner(target.name, {"coarse": staged["coarse"]})
+    results: dict[str, Any] = {}
+    done, total = 0, len(gated) * len(tensors)
+
+    def tick(name: str) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress("check", done, total, name)
+
+    for name, runner in gated.items():
+        f = fidelity(runner, ref, tensors, lambda name=name: tick(name))
+        results[name] = {"gated": True, "median_psnr": f.median_psnr, "min_psnr": f.min_psnr, "max_abs": f.max_abs,
+                         "finite": f.finite, "passed": f.finite and f.median_psnr >= threshold,
+                         "photos": {p.photo: {"psnr": p.psnr, "max_abs": p.max_abs} for p in f.photos}}
+    for role in ("coarse", "refine"):
+        if role not in runners:
+            continue
+        graph = pipeline.graph(role)
+        inputs = role_inputs(pipeline, role, photos)
+        vals = []
+        for feed in inputs:
+            arrays = [feed[n] for n in pipeline.input_names(role)]
+            with torch.inference_mode():
+                want = graph(*(torch.from_numpy(a) for a in arrays)).numpy()
+            vals.append(compare("", runners[role](*arrays), want))
+        results[role] = {"gated": False, "median_psnr": float(np.median([v.psnr for v in vals])),
+                         "max_abs": float(max(v.max_abs for v in vals)), "finite": all(v.finite for v in vals)}
+    return results
+
+
+def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptions,
+           progress: Callable[[str, int, int, str], Any] | None = None, log: Callable[[str], Any] = lambda s: None,
+           roles: tuple[str, ...] | None = None, echo_converters: bool = False) -> ExportResult:
+    """Convert every role (or only ``roles``: the benchmark matrix needs the fused model alone),
+    check fidelity, and move the files into ``out_dir`` only if they pass. ``progress(stage, done,
+    total, detail)`` is called after each conversion and each checked photo. The converters' own
+    output goes to ``out_dir/convert.log`` (and to the terminal as well with ``echo_converters``)."""
+    from .console import ConverterOutput, quote
+    from .io import atomic_write_bytes, check_target, install, output_lock, staging
+    from .models.recenter import plain_form
+    from .runtimes import get_runtime
+    from .validate.fidelity import default_threshold
+
+    target = get_runtime(target_name)
+    if not isinstance(options, target.Options):
+        raise InputError(f"{target.name} takes {target.Options.__name__}, got {type(options).__name__}")
+    if options.precision not in target.precisions:
+        raise InputError(f"{target.name} does not offer precision {options.precision!r}; valid: {', '.join(target.precisions)}")
+    if options.recipe is not None and options.precision not in target.recipe_precisions:
+        raise InputError(f"--recipe applies to {' and '.join('--' + p for p in target.recipe_precisions)} only")
+    roles = tuple(roles) if roles else tuple(pipeline.roles())
+    unknown = sorted(set(roles) - set(pipeline.roles()))
+    if unknown or "fused" not in roles:
+        raise InputError(f"roles must include 'fused' and be among {', '.join(pipeline.roles())}; got {', '.join(roles)}")
+    out_dir = Path(out_dir)
+    check_target(out_dir, directory=True)
+    earlier = output_files(out_dir)
+    others = {k: v for k, v in earlier.items() if k != target.name}
+    if others:
+        names = ", ".join(f.name for fs in others.values() for f in fs)
+        raise InputError(f"{out_dir} holds another export ({names}); an export directory holds one export: "
+                         "choose another -o, or remove those files")
+    # What is converted: the model as it is for float precisions; for integer ones, its re-centred
+    # layers back in their plain form (models/recenter.py). The check compares against the model.
+    source = pipeline if options.precision in FLOAT_PRECISIONS else plain_form(pipeline)
+    recipe, calibration = target.prepare_quantization(source, options)
+    threshold = options.min_psnr if options.min_psnr is not None else default_threshold(options.precision)
+    photos = check_photos(options) if options.check else []
+
+    with output_lock(out_dir), staging(out_dir.parent, "export", out_dir) as work:
+        stage = work / "files"
+        stage.mkdir()
+        converter_log = stage / CONVERT_LOG
+        staged: dict[str, Path] = {}
+        facts: dict[str, Any] = {}
+        checks: dict[str, Any] = {}
+        passed = True
+        try:
+            with ConverterOutput(converter_log, echo=echo_converters):
+                for i, role in enumerate(roles):
+                    prov = make_provenance(pipeline, target, role, options, recipe, calibration)
+                    path = stage / f"{role}{target.suffix}"
+                    if progress:
+                        progress("convert", i, len(roles), role)
+                    facts[role] = target.convert(source, role, options, prov, path, calibration=calibration, recipe=recipe)
+                    staged[role] = path
+                    if progress:
+                        progress("convert", i + 1, len(roles), role)
+                if options.check:
+                    log(f"checking against the float pipeline on {len(photos)} photos (threshold {threshold:.1f} dB median alpha PSNR)")
+                    checks = fidelity_checks(target, pipeline, staged, photos, threshold, progress)
+                    passed = all(c["passed"] for c in checks.values() if c.get("gated"))
+        except ConversionError as e:
+            # The converter's own words are in its log: kept where the user looks (the output
+            # directory; beside an earlier export's log, not over it) and quoted in the error.
+            kept = out_dir / (FAILED_LOG if target.name in earlier else CONVERT_LOG)
+            atomic_write_bytes(kept, converter_log.read_bytes() if converter_log.exists() else b"")
+            said = quote(kept)
+            raise ConversionError(f"{e} (converter output: {kept}" + (f"; it says: {said}" if said else "") + ")") from None
+        if recipe is not None:
+            (stage / "recipe.json").write_text(recipe.to_json())
+        report = {"target": target.name, "precision": options.precision, "threshold_db": threshold, "passed": passed,
+                  "checks": checks, "facts": facts, "model": pipeline.model_info.name}
+        (stage / "check.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=_json_default) + "\n")
+        if not passed and not options.keep_failed:
+            raise FidelityError(_failure_message(checks, threshold, target.name, options.precision) + "; nothing written")
+        moves: dict[Path, Path | None] = {out_dir / f.name: f for f in sorted(stage.iterdir())}
+        # A re-export replaces the whole earlier export: its files that this one does not write
+        # (the recipe.json of an int8 export redone in fp32, a refine file of another model) go too.
+        for f in earlier.get(target.name, []) + [out_dir / name for name in EXPORT_FILES]:
+            if f.exists() and f not in moves:
+                moves[f] = None
+        install(moves, work / "old")
+        files = {f.stem if f.suffix == target.suffix else f.name: f for f, src in moves.items() if src is not None}
+        result = ExportResult(out_dir, files, checks, facts, passed, target.summary(facts.get("fused") or {}))
+        if not passed:
+            raise FidelityError(_failure_message(checks, threshold, target.name, options.precision)
+                                + f"; written to {out_dir} anyway (--keep-failed), check.json says passed: false")
+        return result
+
+
+def _failure_message(checks, threshold, target, precision) -> str:
+    bad = [f"{k}: median alpha PSNR {v['median_psnr']:.1f} dB" + ("" if v["finite"] else " (NaN/Inf output)")
+           for k, v in checks.items() if v.get("gated") and not v["passed"]]
+    return f"{target} {precision} failed the fidelity check (needs >= {threshold:.1f} dB): " + "; ".join(bad)
+
+
+def _json_default(o):
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, float) and not np.isfinite(o):
+        return str(o)
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    raise TypeError(type(o).__name__)

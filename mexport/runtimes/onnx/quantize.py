@@ -1,0 +1,130 @@
+"""onnxruntime's quantization of an ONNX graph: fp16, dynamic int8, and static int8 (QDQ) driven
+by a :class:`~mexport.quantize.recipe.Recipe`.
+
+Recipe layer precisions map onto onnxruntime options:
+- "int8" (default): per-channel int8 weights, uint8 activations. uint8, not ORT 1.32's default int8
+  activations: with int8 activations the x86 CPU kernels fuse only 47 of U^2-Net-p's 119 convs into
+  QLinearConv and the model runs at 0.8x fp32; with uint8 all 119 fuse (2.4-2.7x).
+- "float": a Conv's weights and outputs in 16 bits (weights per-channel); every other op excluded
+  from quantization (``nodes_to_exclude``: it runs in float). Convs are not excluded: onnxruntime's
+  CPU graph optimizer ``WeightBiasQuantization`` (on by default) re-quantizes a float Conv sitting
+  between Q/DQ nodes with per-tensor int8 weights when the session loads, silently undoing the
+  exclusion (6 dB on U^2-Net-p) unless every app disables it. 16-bit weights are within ~1e-5 of
+  float and survive any session. Elementwise ops and resizes have no such pass, and in 16-bit QDQ
+  they cost a quantize/dequantize pair each (the refiner's full-resolution ops: +6 ms over float).
+- "int16": 16-bit weights and 16-bit outputs for the layer.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import InputError
+from ...quantize.recipe import Recipe
+
+
+class CalibrationReader:
+    """onnxruntime's CalibrationDataReader over prepared feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self._it = iter(feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self):  # pragma: no cover - ORT calls it for some methods
+        pass
+
+
+def to_fp16(model):
+    """float16 weights and compute, float32 inputs and outputs."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = convert_float_to_float16(model, keep_io_types=True)
+    # The converter appends its input Casts at the end of the node list; the checker (rightly)
+    # wants topological order.
+    wrapped = OnnxModel(model)
+    wrapped.topological_sort()
+    return wrapped.model
+
+
+def quantize_dynamic(model, recipe: Recipe | None):
+    """Dynamic int8 keeps the same layers in float as the static recipe: the damage comes from the
+    weights of those layers, which dynamic quantization quantizes too."""
+    import onnx
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
+
+    exclude = [n.name for n, p in zip(model.graph.node, node_module_paths(model)) if recipe and recipe.precision_of(p) == "float"]
+    # Weights computed in the graph (a fixed kernel built in forward, like the refiner's 1x1
+    # channel sum) are not initializers, and onnxruntime's dynamic quantizer raises on them
+    # ("Expected ... to be an initializer"): those ops stay float.
+    inits = {i.name for i in model.graph.initializer}
+    exclude += [n.name for n in model.graph.node
+                if n.op_type in ("Conv", "MatMul", "Gemm") and len(n.input) > 1 and n.input[1] not in inits]
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        onnx.save(model, src)
+        ort_quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=exclude)
+        return onnx.load(dst)
+
+
+def node_module_paths(model) -> list[str]:
+    """Each node's module path. onnxsim names the nodes it fuses without a scope ('Mul_0' for the
+    refiner's band * gain * 6): those inherit the path of the node producing their first non-constant
+    input. Otherwise they fall to the recipe's default: an int8 Mul whose calibrated output range
+    (0..192) is 32x the clamp that follows cut the band to 1/8 steps (fused PSNR 23.5 dB)."""
+    from .convert import module_path
+
+    made_by: dict[str, str] = {}
+    paths = []
+    for node in model.graph.node:  # topological order
+        path = module_path(node.name)
+        if not node.name.startswith("/"):
+            path = next((made_by[i] for i in node.input if made_by.get(i)), path)
+        for o in node.output:
+            made_by[o] = path
+        paths.append(path)
+    return paths
+
+
+def quantize_static(model, feeds: list[dict[str, np.ndarray]], recipe: Recipe):
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+
+    if not feeds:
+        raise InputError("no calibration inputs")
+    overrides: dict = {}
+    exclude: list[str] = []
+    inits = {i.name for i in model.graph.initializer}
+    for node, path in zip(model.graph.node, node_module_paths(model)):
+        prec = recipe.precision_of(path)
+        conv = node.op_type in ("Conv", "ConvTranspose") and node.input[1] in inits
+        if prec == "float" and not conv:
+            exclude.append(node.name)
+        if prec in ("float", "int16") and conv:
+            overrides[node.input[1]] = [{"quant_type": QuantType.QInt16, "axis": 0}]
+        if prec in ("float", "int16"):
+            # Also for excluded nodes: an int8 consumer still quantizes their output, in 8 bits unless
+            # told otherwise (the refiner's box-pooled coarse alpha lost 0.009, its band 0.04).
+            for t in node.output:
+                overrides[t] = [{"quant_type": QuantType.QUInt16}]
+    cal = recipe.calibration
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[cal.method]
+    extra = {"ActivationSymmetric": cal.symmetric_activations, "CalibPercentile": cal.percentile}
+    if overrides:
+        extra["TensorQuantOverrides"] = overrides
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        onnx.save(model, src)
+        ort_quantize_static(
+            str(src), str(dst), CalibrationReader(feeds), quant_format=QuantFormat.QDQ, per_channel=cal.per_channel,
+            activation_type=QuantType.QInt8 if cal.symmetric_activations else QuantType.QUInt8,
+            weight_type=QuantType.QInt8, calibrate_method=method, extra_options=extra, nodes_to_exclude=exclude,
+        )
+        return onnx.load(dst)
