@@ -71,14 +71,14 @@ class Composites:
 def make_composites(root: Path, config: TrainConfig, log=print) -> tuple[Composites, dict]:
     import torch
 
-    from ..api import load_pipeline
+    from . import MattingPipeline, load_model
     from .train_data import load_backgrounds, load_foregrounds, make_composite
     from .weights import cache_dir
 
     t0 = time.time()
     rng = np.random.default_rng(config.seed)
     spec = PipelineSpec()
-    pipe = load_pipeline("u2netp")
+    pipe = MattingPipeline(load_model("u2netp"))
     fgs = load_foregrounds(root, list(config.train), cache_dir() / "foregrounds")
     bgs, bg_record = load_backgrounds()
     log(f"{len(fgs)} foregrounds, {len(bgs)} backgrounds ready ({time.time() - t0:.0f} s)")
