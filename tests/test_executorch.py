@@ -94,3 +94,24 @@ def test_reference_int8_keeps_the_matte_on_held_out_photos(reference_pipeline, a
     assert rep.passed, [(g.gate, g.value) for g in rep.gates]
     assert rep.summary["median_psnr"] >= 32 and np.isfinite(rep.summary["min_psnr"])
     assert rep.summary["sad_mean"] < 1.5 * rep.summary["sad_float_mean"]  # vs ground truth: close to float
+
+
+def test_the_runner_keeps_the_runtime_s_own_logs_off_the_terminal(tmp_path):
+    """ExecuTorch's C++ runtime writes its CPU probing and thread-pool resets to fd 2 (seven lines
+    per process, on the terminal in `bench --matrix` and `validate` before the runner silenced
+    them). A fresh process, as the first runner in it: nothing from the runtime's C++ on stderr."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    r = invoke("executorch", "--model", TINY_REFINE, "--no-check", "-o", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    code = ("from mexport.runtimes.executorch.runner import ExecutorchRunner; import numpy as np; "
+            f"r = ExecutorchRunner({str(tmp_path / 'o' / 'fused.pte')!r}, threads=2); "
+            "print(r(np.zeros((1, 3, 64, 64), np.float32)).shape)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == "(1, 1, 64, 64)", run.stderr
+    noise = [ln for ln in run.stderr.splitlines() if ".cpp:" in ln]
+    assert not noise, noise
