@@ -469,3 +469,35 @@ def test_w8a8_refine_network_keeps_its_call_flags_through_copies():
     assert c.takes_raw_image is True and c.output_in_unit_range is True
     with torch.no_grad():
         assert torch.equal(c(*samples[0]), q(*samples[0])) and q(*samples[0]).shape == (1, 1, 16, 16)
+
+
+@pytest.mark.parametrize("palette", ["palette8", "palette4"])
+def test_palettes_keep_fixed_kernels_exact(tmp_path, palette):
+    """A fixed 11-value kernel (the refine network's bilinear phase filter) next to a learned conv:
+    coremltools' k-means asked for more clusters than a weight has values returned a palette that
+    lost it (max error 10.6 at palette8; the reference model fell from 41.6 to 18.5 dB). The fixed
+    kernel stays exact and the structure check accepts it; the learned weight is palettized."""
+    from mexport.runtimes.coreml.convert import compress
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            g = torch.Generator().manual_seed(0)
+            taps = torch.tensor([0.0, 1 / 16, 3 / 16, 9 / 16, 1 / 4, 3 / 4, 1.0, 1 / 8, 3 / 8, 5 / 8, 7 / 8])
+            self.fixed = torch.nn.Parameter(taps[torch.randint(0, 11, (48, 1, 3, 3), generator=g)], requires_grad=False)
+            self.learned = torch.nn.Conv2d(48, 16, 3, padding=1)
+
+        def forward(self, x):
+            return self.learned(F.conv2d(x, self.fixed, padding=1, groups=48))
+
+    net, x = Net().eval(), torch.rand(1, 48, 8, 8)
+    m = ct.convert(torch.jit.trace(net, x), inputs=[ct.TensorType(name="x", shape=x.shape)], convert_to="mlprogram",
+                   minimum_deployment_target=ct.target.iOS16, compute_precision=ct.precision.FLOAT32, skip_model_load=True)
+    c = compress(m, palette)
+    c.save(str(tmp_path / "p.mlpackage"))
+    ops = MilExecutor(tmp_path / "p.mlpackage").package.main.operations
+    weights = [op.inputs["weight"] for op in ops if op.op_type == "conv"]
+    assert [w.op.op_type for w in weights] == ["const", "constexpr_lut_to_dense"]
+    assert np.array_equal(np.asarray(weights[0].val, np.float32), net.fixed.numpy())
+    opts = CoreMLOptions(precision=palette, compute_precision="fp32")
+    assert not [p for p in structure_report(tmp_path / "p.mlpackage", options=opts)["problems"] if "left uncompressed" in p]
