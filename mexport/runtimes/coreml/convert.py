@@ -158,18 +158,21 @@ def _compression_config(mlmodel, compression: str, keep: tuple[str, ...] = ()):
 
 
 def _few_values(mlmodel, palette: int) -> dict:
-    """``op_name_configs`` entries (None = leave uncompressed) for the weight consts with at most
-    ``palette`` distinct values: fixed kernels (one-hot pixel unshuffles, bilinear phase filters)
-    rather than learned ones. coremltools 9.0's k-means asked for more clusters than a tensor has
-    distinct values returns a palette that does not hold them (measured: max error 10.6 on an
-    11-value bilinear kernel at palette8, which took the reference model from 41.6 to 18.5 dB);
-    left as they are, they cost a few KB."""
+    """``op_name_configs`` entries for the weight consts with at most ``palette`` distinct values
+    (fixed kernels such as one-hot pixel unshuffles and bilinear phase filters; small layers):
+    coremltools' ``unique`` palettizer, whose palette is those values, exact. coremltools 9.0's
+    k-means asked for more clusters than a tensor has distinct values returns a palette that does
+    not hold them (measured: max error 10.6 on an 11-value bilinear kernel at palette8, which took
+    the reference model from 41.6 to 18.5 dB)."""
+    import coremltools.optimize.coreml as cto
+
+    exact = cto.OpPalettizerConfig(mode="unique", granularity="per_tensor", weight_threshold=WEIGHT_THRESHOLD)
     out = {}
     for o in mlmodel._mil_program.functions["main"].operations:
         if o.op_type == "const" and o.outputs[0].val is not None and np.ndim(o.outputs[0].val) >= 2:
             v = np.asarray(o.outputs[0].val)
             if v.size >= WEIGHT_THRESHOLD and np.issubdtype(v.dtype, np.floating) and len(np.unique(v)) <= palette:
-                out[o.name] = None
+                out[o.name] = exact
     return out
 
 

@@ -186,7 +186,6 @@ def structure_report(path: Path, pipeline=None, role: str | None = None, options
         else:
             float_layers = list(pipeline.model_info.meta.get("int8_float_layers", {})) if pipeline is not None else []
         keep = tuple("pipe_" + k.replace(".", "_") + "_" for k in float_layers)
-        palette = 2 ** int(compression[len("palette"):]) if compression.startswith("palette") else 0
         eligible = [op for op in pkg.main.operations if op.op_type == "conv" and op.inputs["weight"].op.op_type in ("const",) + tuple(constexpr)
                     and np.asarray(op.inputs["weight"].shape).prod() >= WEIGHT_THRESHOLD and not op.inputs["weight"].op.name.startswith(keep)]
         if eligible and (want_op is None or want_op not in constexpr):
@@ -194,8 +193,7 @@ def structure_report(path: Path, pipeline=None, role: str | None = None, options
         for op in pkg.main.operations:
             if op.op_type == "conv":
                 wv = op.inputs["weight"]
-                if wv.op.op_type == "const" and np.asarray(wv.val).size >= WEIGHT_THRESHOLD and not wv.op.name.startswith(keep) \
-                        and not (palette and len(np.unique(np.asarray(wv.val))) <= palette):  # fixed kernels: convert._few_values
+                if wv.op.op_type == "const" and np.asarray(wv.val).size >= WEIGHT_THRESHOLD and not wv.op.name.startswith(keep):
                     problems.append(f"conv {op.name}: weight of {np.asarray(wv.val).size} values left uncompressed")
     elif constexpr:
         problems.append(f"uncompressed export holds {sorted(constexpr)}")
