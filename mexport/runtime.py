@@ -271,3 +271,13 @@ def contract_input_names(provenance: Provenance) -> list[str]:
     """A role's inputs in the contract's order: image, coarse_alpha (refine), extra inputs."""
     return (["image"] + (["coarse_alpha"] if provenance.role == "refine" else [])
             + [e.name for e in provenance.pipeline_spec.extra_inputs])
+
+
+def delegation_summary(facts: dict[str, Any], fallback: str) -> list[str]:
+    """The verdict's delegation line from an export's ``xnnpack`` facts (runtimes that delegate to
+    XNNPACK); ``fallback`` says where the nodes it did not take run."""
+    x = facts.get("xnnpack")
+    if not x:
+        return []
+    rest = "" if not x["fallback"] else f"; {fallback}: {', '.join(f'{k} x{v}' for k, v in x['fallback_ops'].items())}"
+    return [f"XNNPACK delegation (fused): {x['delegated']}/{x['nodes']} nodes in {x['partitions']} partition(s){rest}"]

@@ -26,3 +26,14 @@ def golden_image(manifest: dict[str, Any], art: dict[str, Any]) -> str:
     g = art["golden"][0]
     s = next(s for s in manifest["golden"]["sets"] if s["id"] == g["set"])
     return s["photos"][g["photo"]]["image"]
+
+
+def kotlin_nchw_input(step: str, pad: str) -> str:
+    """Kotlin lines that turn an Android ``photo`` Bitmap into the contract's NCHW float32 ``chw``
+    in [0, 1] at ``w`` x ``h`` (runtimes whose models take NCHW float input share them)."""
+    return (f"// Host steps of the contract: RGB, {step}, float32 = pixel / 255, NCHW.\n"
+            f"{pad}val scaled = Bitmap.createScaledBitmap(photo, w, h, /* filter = */ true)\n"
+            "val pixels = IntArray(w * h).also { scaled.getPixels(it, 0, w, 0, 0, w, h) }  // ARGB_8888\n"
+            "val chw = FloatArray(3 * w * h)\n"
+            "for ((c, shift) in intArrayOf(16, 8, 0).withIndex()) for (i in 0 until w * h) "
+            "chw[c * w * h + i] = ((pixels[i] shr shift) and 0xFF) / 255f\n")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConversionError
-from ...runtime import Runtime, check_output_shape, register_runtime
+from ...runtime import Runtime, check_output_shape, delegation_summary, register_runtime
 from ...spec import Provenance
 from .options import ExecutorchOptions
 
@@ -71,11 +71,7 @@ class ExecutorchRuntime(Runtime):
         import executorch.runtime  # noqa: F401
 
     def summary(self, facts: dict[str, Any]) -> list[str]:
-        x = facts.get("xnnpack")
-        if not x:
-            return []
-        rest = "" if not x["fallback"] else f"; left to the portable kernels: {', '.join(f'{k} x{v}' for k, v in x['fallback_ops'].items())}"
-        return [f"XNNPACK delegation (fused): {x['delegated']}/{x['nodes']} nodes in {x['partitions']} partition(s){rest}"]
+        return delegation_summary(facts, "left to the portable kernels")
 
     def describe(self, path: Path, provenance: Provenance) -> dict[str, Any]:
         from .describe import describe_pte

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...snippets import first_artifact, host_resize
+from ...snippets import first_artifact, host_resize, kotlin_nchw_input
 
 
 def python_check(manifest: dict[str, Any], art: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -33,12 +33,7 @@ import org.pytorch.executorch.Tensor
 
 val module = Module.load(File(context.filesDir, "{file}").path)  // a file path: copy the asset there first
 val w = {w}; val h = {h}
-// Host steps of the contract: RGB, {step}, float32 = pixel / 255, NCHW.
-{pad}val scaled = Bitmap.createScaledBitmap(photo, w, h, /* filter = */ true)
-val pixels = IntArray(w * h).also {{ scaled.getPixels(it, 0, w, 0, 0, w, h) }}  // ARGB_8888
-val chw = FloatArray(3 * w * h)
-for ((c, shift) in intArrayOf(16, 8, 0).withIndex()) for (i in 0 until w * h) chw[c * w * h + i] = ((pixels[i] shr shift) and 0xFF) / 255f
-val input = Tensor.fromBlob(chw, longArrayOf(1, 3, h.toLong(), w.toLong()))
+{kotlin_nchw_input(step, pad)}val input = Tensor.fromBlob(chw, longArrayOf(1, 3, h.toLong(), w.toLong()))
 val alpha = module.forward(EValue.from(input))[0].toTensor().dataAsFloatArray  // row-major {h}x{w}, in [0, 1]
 ```
 """

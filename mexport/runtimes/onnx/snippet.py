@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...snippets import first_artifact, host_resize
+from ...snippets import first_artifact, host_resize, kotlin_nchw_input
 
 
 def python_check(manifest: dict[str, Any], art: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -37,12 +37,7 @@ import java.nio.FloatBuffer
 val env = OrtEnvironment.getEnvironment()
 val session = env.createSession(context.assets.open("{file}").readBytes())
 val w = {w}; val h = {h}
-// Host steps of the contract: RGB, {step}, float32 = pixel / 255, NCHW.
-{pad}val scaled = Bitmap.createScaledBitmap(photo, w, h, /* filter = */ true)
-val pixels = IntArray(w * h).also {{ scaled.getPixels(it, 0, w, 0, 0, w, h) }}  // ARGB_8888
-val chw = FloatArray(3 * w * h)
-for ((c, shift) in intArrayOf(16, 8, 0).withIndex()) for (i in 0 until w * h) chw[c * w * h + i] = ((pixels[i] shr shift) and 0xFF) / 255f
-val alpha = OnnxTensor.createTensor(env, FloatBuffer.wrap(chw), longArrayOf(1, 3, h.toLong(), w.toLong())).use {{ input ->
+{kotlin_nchw_input(step, pad)}val alpha = OnnxTensor.createTensor(env, FloatBuffer.wrap(chw), longArrayOf(1, 3, h.toLong(), w.toLong())).use {{ input ->
     session.run(mapOf("{inp['name']}" to input)).use {{ result ->
         val t = result.get("{out['name']}").get() as OnnxTensor
         FloatArray(w * h).also {{ t.floatBuffer.get(it) }}  // row-major {h}x{w}, in [0, 1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...runtime import RunnerOption, Runtime, check_output_shape, register_runtime
+from ...runtime import RunnerOption, Runtime, check_output_shape, delegation_summary, register_runtime
 from ...spec import Provenance
 from .options import TfliteOptions
 
@@ -105,11 +105,7 @@ class TfliteRuntime(Runtime):
         import ai_edge_litert.interpreter  # noqa: F401
 
     def summary(self, facts: dict[str, Any]) -> list[str]:
-        x = facts.get("xnnpack")
-        if not x:
-            return []
-        rest = "" if not x["fallback"] else f"; on the builtin kernels: {', '.join(f'{k} x{v}' for k, v in x['fallback_ops'].items())}"
-        return [f"XNNPACK delegation (fused): {x['delegated']}/{x['nodes']} nodes in {x['partitions']} partition(s){rest}"]
+        return delegation_summary(facts, "on the builtin kernels")
 
     def describe(self, path: Path, provenance: Provenance) -> dict[str, Any]:
         from .describe import describe_tflite
