@@ -276,7 +276,8 @@ def validate(artifacts: list[str | Path], data: Path | None = None, model: str |
              max_latency_ratio: float | None = None, baseline: Path | None = None, update_baseline: bool = False,
              config: Path | None = None, report: Path | None = None, only: list[str] | None = None, bench: bool = False,
              latency_baseline: list[Path] | None = None, latency_runs: int = 10, threads: int | None = None,
-             runner_kw: dict[str, dict] | None = None, progress=None):
+             runner_kw: dict[str, dict] | None = None, progress=None, min_photo_psnr: float | None = None,
+             max_photo_sad_increase: float | None = None, max_photo_grad_increase: float | None = None):
     """``mexport validate``: thresholds from the arguments, else the config file; every output
     checked before anything runs; latency (``bench``, a latency gate) timed by :mod:`mexport.bench`;
     the reports and the baseline written. Returns the :class:`ValidationReport` and what was
@@ -284,7 +285,7 @@ def validate(artifacts: list[str | Path], data: Path | None = None, model: str |
     from .io import check_target
     from .validate.config import load_config
     from .validate.report import write_reports
-    from .validate.validate import Gates, validate as run_validate, write_baseline
+    from .validate.validate import Gates, validate as run_validate
 
     cfg = load_config(config)
     pick = lambda v, k: v if v is not None else cfg.get(k)  # noqa: E731
@@ -297,7 +298,9 @@ def validate(artifacts: list[str | Path], data: Path | None = None, model: str |
         check_target(report, directory=True)
     try:
         gates = Gates(pick(min_psnr, "min_psnr"), pick(max_sad_increase, "max_sad_increase"),
-                      pick(max_grad_increase, "max_grad_increase"), pick(max_latency_ratio, "max_latency_ratio"))
+                      pick(max_grad_increase, "max_grad_increase"), pick(max_latency_ratio, "max_latency_ratio"),
+                      pick(min_photo_psnr, "min_photo_psnr"), pick(max_photo_sad_increase, "max_photo_sad_increase"),
+                      pick(max_photo_grad_increase, "max_photo_grad_increase"))
     except ValueError as e:
         raise InputError(str(e)) from None
     if runner_kw and latency_baseline:
@@ -320,12 +323,11 @@ def validate(artifacts: list[str | Path], data: Path | None = None, model: str |
         latency = lambda arts: latency_records(arts, (threads or 1,), runner_kw=runner_kw, progress=progress)  # noqa: E731
     result, alphas, samples = run_validate(list(artifacts), data, model, gates, None if update_baseline else baseline, threads,
                                            progress=progress, keep_alphas=report is not None, only=only, latency=latency,
-                                           runner_kw=runner_kw)
+                                           runner_kw=runner_kw, update_baseline=baseline if update_baseline else None)
     written: dict[str, Any] = {"reports": [], "baseline": None}
     if report is not None:
         written["reports"] = list(write_reports(result, report, alphas, samples).values())
     if update_baseline:
-        write_baseline(result, baseline)
         written["baseline"] = baseline
     return result, written
 

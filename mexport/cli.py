@@ -269,7 +269,15 @@ for _spec in api.export_commands():
               help="Photos, optionally with alpha/ and trimap1/ ground truth (the alphamatting layout).")
 @model_option
 @click.option("--min-psnr", type=float, default=None, help="Minimum median alpha PSNR vs float (dB); default per precision.")
-@click.option("--max-sad-increase", type=float, default=None, help="Max relative SAD increase vs the baseline (0.05 = 5 %).")
+@click.option("--min-photo-psnr", type=float, default=None,
+              help="Minimum alpha PSNR vs float of every photo (dB); default per precision (int8: 22).")
+@click.option("--max-photo-sad-increase", type=float, default=None,
+              help="Max relative SAD increase of any photo over the float model's on it (ground truth needed); "
+                   "default per precision (int8: 0.25).")
+@click.option("--max-photo-grad-increase", type=float, default=None,
+              help="The same for Grad; default per precision.")
+@click.option("--max-sad-increase", type=float, default=None,
+              help="Max relative SAD increase vs the baseline, over the photos both runs measured (0.05 = 5 %).")
 @click.option("--max-grad-increase", type=float, default=None, help="Max relative Grad increase vs the baseline.")
 @click.option("--max-latency-ratio", type=float, default=None,
               help="Max p50 latency / baseline p50 (opt-in): the --latency-baseline artifact's, timed in this run, "
@@ -289,15 +297,17 @@ for _spec in api.export_commands():
 @runner_options
 @output_options
 @handle_errors
-def validate(artifacts, data, model, min_psnr, max_sad_increase, max_grad_increase, max_latency_ratio, baseline,
-             update_baseline, config, report, only, bench, latency_baseline, latency_runs, threads, as_json, quiet, **params):
+def validate(artifacts, data, model, min_psnr, min_photo_psnr, max_photo_sad_increase, max_photo_grad_increase, max_sad_increase,
+             max_grad_increase, max_latency_ratio, baseline, update_baseline, config, report, only, bench, latency_baseline,
+             latency_runs, threads, as_json, quiet, **params):
     """Run ARTIFACTS (files or export directories) against the float model; exit 1 if a gate fails."""
     kw = runner_kw(params)
     with progress_ui(as_json, quiet) as ui:
         result, written = api.validate(list(artifacts), data, model, min_psnr, max_sad_increase, max_grad_increase,
                                        max_latency_ratio, baseline, update_baseline, config, report,
                                        only.split(",") if only else None, bench, list(latency_baseline) or None, latency_runs,
-                                       threads, kw, progress=ui)
+                                       threads, kw, progress=ui, min_photo_psnr=min_photo_psnr,
+                                       max_photo_sad_increase=max_photo_sad_increase, max_photo_grad_increase=max_photo_grad_increase)
     if not (quiet or as_json):
         for path in written["reports"]:
             click.echo(f"wrote {path}", err=True)

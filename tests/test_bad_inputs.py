@@ -107,14 +107,24 @@ def test_bad_export_options_are_one_line(tmp_path, args, msg):
 
 # ----------------------------------------------------------------------------- validate: baselines, config, thresholds
 
+IDENT = {"model": "m", "weights_sha256": "0" * 64, "target": "onnx", "precision": "fp32", "kind": "fused"}
+KEY = f"m@{'0' * 12} onnx fp32 fused"
 BASELINES = {
     "a JSON list": ([], "not a baseline"),
-    "artifacts is a list": ({"schema": 1, "artifacts": [1]}, "'artifacts' must map artifact labels"),
-    "a string where a number belongs": ({"schema": 1, "artifacts": {"onnx-fp32/fused.onnx": {"sad_mean": "abc"}}}, "sad_mean must be a number"),
-    "an entry that is not an object": ({"schema": 1, "artifacts": {"onnx-fp32/fused.onnx": 5}}, "must be an object"),
-    "newer schema": ({"schema": 2, "artifacts": {}}, "has schema 2, expected 1"),
+    "artifacts is a list": ({"schema": 2, "artifacts": [1]}, "'artifacts' must map artifact identities"),
+    "a string where a number belongs": ({"schema": 2, "artifacts": {KEY: {"identity": IDENT, "photos": {"GT15": {"sha256": "a", "sad": "abc"}}}}},
+                                        "photos['GT15'].sad must be a number"),
+    "an entry that is not an object": ({"schema": 2, "artifacts": {KEY: 5}}, "must be an object"),
+    "an entry without photos": ({"schema": 2, "artifacts": {KEY: {"identity": IDENT}}}, "photos must map photo names"),
+    "a photo without its hash": ({"schema": 2, "artifacts": {KEY: {"identity": IDENT, "photos": {"GT15": {"sad": 1.0}}}}},
+                                 "with the photo's sha256"),
+    "a key edited by hand": ({"schema": 2, "artifacts": {"onnx-int8/fused": {"identity": IDENT, "photos": {}}}},
+                             "the key does not match its identity"),
+    "an identity without a target": ({"schema": 2, "artifacts": {KEY: {"identity": {**IDENT, "target": None}}}}, "identity must name"),
+    "newer schema": ({"schema": 3, "artifacts": {}}, "has schema 3, expected 2"),
+    "schema 1 (means by directory)": ({"schema": 1, "artifacts": {}}, "cannot be matched per photo: make it again with --update-baseline"),
     "not JSON": ("{", "is not valid JSON"),
-    "a recipe given as the baseline": ({"schema": 1, "name": "r", "layers": {}}, "unknown fields ['layers', 'name']"),
+    "a recipe given as the baseline": ({"schema": 2, "name": "r", "layers": {}}, "unknown fields ['layers', 'name']"),
     "a directory": (None, "is a directory, not a JSON file"),
 }
 
@@ -162,9 +172,14 @@ def test_a_pyproject_whose_tool_is_not_a_table(tiny_onnx, tmp_path, no_slow_work
     (["--max-sad-increase", "nan"], "max_sad_increase must be a finite number"),
     (["--max-grad-increase", "-1"], "max_grad_increase must be >= 0"),
     (["--max-latency-ratio", "0"], "max_latency_ratio must be > 0"),
+    (["--min-photo-psnr", "nan"], "min_photo_psnr must be a finite number, got nan"),
+    (["--min-photo-psnr", "250"], "min_photo_psnr must be between 0 and 200 dB"),
+    (["--max-photo-sad-increase", "-0.1"], "max_photo_sad_increase must be >= 0"),
+    (["--max-photo-grad-increase", "inf"], "max_photo_grad_increase must be a finite number"),
     (["--latency-runs", "0"], "--latency-runs"),
     (["--update-baseline"], "--update-baseline needs --baseline FILE"),
     (["--update-baseline", "--baseline", "{dir}"], "it is a directory"),
+    (["--update-baseline", "--baseline", "{file}"], "is not valid JSON"),  # never overwritten: not a baseline
     (["--report", "{file}"], "it exists and is not a directory"),
     (["--baseline", "{missing}", "--max-sad-increase", "0.1"], "baseline not found"),
     (["--config", "{missing}"], "config file not found"),

@@ -131,14 +131,16 @@ def test_latency_gate_without_a_baseline_artifact_says_what_it_compares():
     from mexport.validate.validate import ArtifactReport, Gates, apply_gates
 
     def gate(latency, baseline):
-        a = ArtifactReport("x/fused.onnx", "onnx", "fp32", "fused", 1, "r", summary={"all_finite": True, "median_psnr": 100.0})
+        a = ArtifactReport("x/fused.onnx", "onnx", "fp32", "fused", 1, "r",
+                           photos=[{"photo": "p", "psnr": 100.0, "max_abs": 0.0, "mad": 0.0, "finite": True}],
+                           summary={"all_finite": True, "median_psnr": 100.0, "min_psnr": 100.0, "worst_photo": "p"})
         a.latency = latency
         apply_gates(a, Gates(max_latency_ratio=1.2), baseline)
         return {g.gate: g for g in a.gates}["max-latency-ratio"]
 
     g = gate({"p50_ms": 11.0, "runs": 5, "reference": {"label": "baseline y", "p50_ms": 10.0}}, None)
     assert g.passed and g.value == pytest.approx(1.1) and "interleaved in this run" in g.detail
-    g = gate({"p50_ms": 11.0}, {"artifacts": {"x/fused.onnx": {"p50_ms": 5.0}}})
+    g = gate({"p50_ms": 11.0}, {"summary": {"p50_ms": 5.0}, "photos": {}, "n_photos": 0})
     assert not g.passed and g.value == pytest.approx(2.2) and "earlier run" in g.detail and "not interleaved" in g.detail
     g = gate({"p50_ms": 11.0, "reference": {"error": "no --latency-baseline artifact of the same target and kind"}}, None)
     assert not g.passed and "same target and kind" in g.detail

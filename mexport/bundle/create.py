@@ -136,7 +136,8 @@ def fidelity_only(artifacts, model: str | None, progress=None) -> list[dict[str,
         rep, _ = validate_artifact(art, samples, model, threads=1, progress=progress)
         apply_gates(rep, Gates(), None)
         if not rep.passed:
-            bad = "; ".join(f"{g.gate} {g.value:.2f} (threshold {g.threshold:.2f})" for g in rep.gates if not g.passed)
+            bad = "; ".join(f"{g.gate} {g.value:.2f} (threshold {g.threshold:.2f}"
+                            + (f", on {', '.join(g.photos)})" if g.photos else ")") for g in rep.gates if not g.passed)
             raise FidelityError(f"{art.label} fails the fidelity check against its float model: {bad}; nothing written")
         out.append({"source": "fidelity-only check by mexport bundle create (vs the float PyTorch model)", "data": source,
                           "photos": [s.name for s in samples], "passed": True, "summary": rep.summary,

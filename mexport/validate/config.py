@@ -9,7 +9,8 @@ from typing import Any
 
 from ..errors import InputError
 
-KEYS = ("min_psnr", "max_sad_increase", "max_grad_increase", "max_latency_ratio", "baseline")
+KEYS = ("min_psnr", "min_photo_psnr", "max_photo_sad_increase", "max_photo_grad_increase", "max_sad_increase",
+        "max_grad_increase", "max_latency_ratio", "baseline")
 
 
 def load_config(path: Path | None = None, cwd: Path | None = None) -> dict[str, Any]:
