@@ -15,7 +15,9 @@ converter or runtime library (those are imported inside the methods that use the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,3 +283,20 @@ def delegation_summary(facts: dict[str, Any], fallback: str) -> list[str]:
         return []
     rest = "" if not x["fallback"] else f"; {fallback}: {', '.join(f'{k} x{v}' for k, v in x['fallback_ops'].items())}"
     return [f"XNNPACK delegation (fused): {x['delegated']}/{x['nodes']} nodes in {x['partitions']} partition(s){rest}"]
+
+
+@contextlib.contextmanager
+def native_logs_silenced():
+    """Runtimes' C++ code logs to fd 2 as it starts (ExecuTorch: its CPU probing and thread-pool
+    resets, seven lines per process; LiteRT: "Created TensorFlow Lite XNNPACK delegate" per
+    interpreter, through `-q`); no Python logger or flag reaches them, so fd 2 is pointed at
+    /dev/null while the runtime starts. Their errors still arrive as Python exceptions."""
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

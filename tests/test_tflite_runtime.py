@@ -215,3 +215,24 @@ def test_cli_validate_names_the_blocking_op(tmp_path, tiny_pipeline, old_python)
     r = CliRunner().invoke(main, ["validate", str(path), "--model", f"{BYO}:factory", "--tflite-python", old_python])
     assert r.exit_code == 1
     assert r.output.startswith("Error: ") and "STABLEHLO_REDUCE_WINDOW version 1" in r.output and OLD_VERSION in r.output
+
+
+def test_the_runner_keeps_litert_s_delegate_log_off_the_terminal(tiny_tflite):
+    """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on fd 2 for every
+    interpreter, through `validate -q`. A fresh process, as the first runner in it: the runner runs
+    delegated (its name says so) and nothing of the runtime's reaches stderr."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    from pathlib import Path
+
+    fused = Path(tiny_tflite["fp32"].out_dir) / "fused.tflite"
+    code = ("from mexport.runtimes.tflite.runner import LiteRTRunner; import numpy as np; "
+            f"r = LiteRTRunner({str(fused)!r}); "
+            "print(r.name, r(np.zeros((1, 3, 128, 128), np.float32)).shape)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert run.returncode == 0 and run.stdout.startswith("litert:fused.tflite:fp32 "), run.stderr
+    assert "XNNPACK" not in run.stderr and not run.stderr.strip(), run.stderr

@@ -3,40 +3,21 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import ArtifactRunError, InputError
-from ...runtime import contract_input_names, parse_provenance
+from ...runtime import contract_input_names, native_logs_silenced, parse_provenance
 from ...spec import PipelineSpec, Provenance
 from .convert import PROVENANCE_METHOD
-
-
-@contextlib.contextmanager
-def runtime_logs_silenced():
-    """ExecuTorch's C++ runtime logs its CPU probing and thread-pool resets straight to fd 2
-    (seven lines per process, on every bench worker's stderr); no Python logger or flag reaches
-    them, so fd 2 is pointed at /dev/null while the runtime starts. Its errors still arrive as
-    Python exceptions."""
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def load_program(path: Path):
     from executorch.runtime import Runtime
 
     try:
-        with runtime_logs_silenced():
+        with native_logs_silenced():
             return Runtime.get().load_program(Path(path))
     except Exception as e:  # the runtime raises RuntimeError/ValueError with the reason
         raise InputError(f"{path}: ExecuTorch cannot load it ({str(e).splitlines()[0][:300] if str(e) else type(e).__name__})") from None
@@ -61,7 +42,7 @@ def set_threads(threads: int | None) -> None:
     if threads:
         from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
-        with runtime_logs_silenced():
+        with native_logs_silenced():
             _unsafe_reset_threadpool(int(threads))
 
 
@@ -76,7 +57,7 @@ class ExecutorchRunner:
         self.program = load_program(self.path)
         self.provenance = program_provenance(self.program, self.path)
         self.spec = PipelineSpec.from_dict(self.provenance.spec)
-        with runtime_logs_silenced():
+        with native_logs_silenced():
             self.method = self.program.load_method("forward")
         self.input_names = contract_input_names(self.provenance)
         self.threads = threads

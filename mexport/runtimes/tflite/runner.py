@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError
+from ...runtime import native_logs_silenced
 from ...spec import PipelineSpec
 
 
@@ -55,8 +56,9 @@ class LiteRTRunner:
         self.spec = PipelineSpec.from_dict(self.provenance.spec)
         kw = {} if xnnpack else {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
         try:
-            self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads or 1, **kw)
-            self.interpreter.allocate_tensors()
+            with native_logs_silenced():
+                self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads or 1, **kw)
+                self.interpreter.allocate_tensors()
         except Exception as e:
             raise InputError(f"{self.path}: LiteRT cannot load it ({str(e).splitlines()[0][:300]})") from None
         sigs = self.interpreter.get_signature_list()
