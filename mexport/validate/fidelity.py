@@ -1,7 +1,8 @@
 """Fidelity of an artifact against the float reference, and the per-precision default thresholds.
 
-One table, used by every export-time check and by ``mexport validate``. The statistic gated is the
-median alpha PSNR (peak 1.0) over the photos, vs the float pipeline.
+One table, used by every export-time check and by ``mexport validate``: the median alpha PSNR
+(peak 1.0) over the photos, vs the float pipeline. ``mexport validate`` also gates every photo
+(mexport.validate.gates).
 """
 
 from __future__ import annotations
