@@ -317,3 +317,21 @@ def test_bench_reports_latency_in_a_subprocess(good):
     assert row["load_ms"] > 0 and row["peak_rss_mb"] > 10 and row["versions"]["onnxruntime"]
     assert "interleaved" in row["method"] and row["min_ms"] <= row["p50_ms"]  # the one latency worker (interleave.py)
     assert invoke("bench", good, "--threads", "x").exit_code == 2
+
+
+def test_report_plots_fidelity_against_latency_with_bench(good, tmp_path):
+    """With --bench the report leads with a PSNR-vs-latency chart: one point per artifact, at its
+    measured p50 and median PSNR; without --bench there is no such chart."""
+    import re
+
+    rep = tmp_path / "rep"
+    r = invoke("validate", good / "fused.onnx", "--model", f"{BYO}:factory", "--bench", "--report", rep, "-q")
+    assert r.exit_code == 0, r.output
+    d = json.loads((rep / "validate.json").read_text())
+    page = (rep / "report.html").read_text()
+    assert "Fidelity vs latency" in page and d["artifacts"][0]["latency"]["p50_ms"] > 0
+    scatter = page.split("Fidelity vs latency", 1)[1].split("</svg>", 1)[0]
+    assert len(re.findall(r"<circle ", scatter)) == 1 and "onnx-fp32/fused.onnx" in scatter
+    rep2 = tmp_path / "rep2"
+    assert invoke("validate", good / "fused.onnx", "--model", f"{BYO}:factory", "--report", rep2, "-q").exit_code == 0
+    assert "Fidelity vs latency" not in (rep2 / "report.html").read_text()
