@@ -191,7 +191,9 @@ def validate(paths: list[str | Path], data: Path | None = None, model: str | Non
     baseline_gates = gates.max_sad_increase is not None or gates.max_grad_increase is not None
     if baseline is not None and not Path(baseline).exists() and (baseline_gates or gates.max_latency_ratio is not None):
         raise InputError(f"baseline not found: {baseline} (create it with --update-baseline)")
-    base = bl.load(baseline) if baseline is not None and Path(baseline).exists() else None
+    # Read (and checked) only when a gate compares with it: --baseline alone changes nothing.
+    uses_baseline = baseline_gates or gates.max_latency_ratio is not None
+    base = bl.load(baseline) if baseline is not None and uses_baseline and Path(baseline).exists() else None
     old = bl.load_for_update(update_baseline) if update_baseline is not None else None
     samples, source, available = load_samples_available(data, only)
     hashes = {s.name: bl.photo_sha256(s) for s in samples}
@@ -212,7 +214,7 @@ def validate(paths: list[str | Path], data: Path | None = None, model: str | Non
         for rep, rec in zip(reports, latency(artifacts)):
             rep.latency = rec
     for rep in reports:
-        entry, why = matched.get(rep.label, (None, f"no --baseline given" if base is None else None))
+        entry, why = matched.get(rep.label, (None, "no --baseline given" if base is None else None))
         if entry is not None:
             rep.baseline = {"key": bl.key(bl.identity(next(a for a in artifacts if a.label == rep.label))),
                             "matched_photos": sorted(set(entry["photos"]) & set(hashes)), "baseline_photos": entry["n_photos"]}
