@@ -76,10 +76,13 @@ def check_photos(options: ExportOptions):
     return photos
 
 
-def fidelity_checks(target: Runtime, pipeline, staged: dict[str, Path], photos, threshold: float, progress=None) -> dict[str, Any]:
+def fidelity_checks(target: Runtime, pipeline, staged: dict[str, Path], photos, threshold: float, progress=None,
+                    photo_threshold: float | None = None) -> dict[str, Any]:
     """Every role against its float graph on the same tensors; the fused model and the coarse+refine
-    pair are gated (that is what an app runs), coarse and refine alone are reported.
-    ``progress(stage, done, total, detail)`` is called after each gated photo."""
+    pair are gated (that is what an app runs), coarse and refine alone are reported. The gates are
+    ``mexport validate``'s alpha PSNR gates: the median over the photos >= ``threshold`` and every
+    photo >= ``photo_threshold``. ``progress(stage, done, total, detail)`` is called after each
+    gated photo."""
     import torch
 
     from .quantize.calibration import role_inputs
@@ -107,8 +110,11 @@ def fidelity_checks(target: Runtime, pipeline, staged: dict[str, Path], photos, 
 
     for name, runner in gated.items():
         f = fidelity(runner, ref, tensors, lambda name=name: tick(name))
+        worst = min(f.photos, key=lambda p: p.psnr if np.isfinite(p.psnr) else -np.inf)
+        photo_ok = photo_threshold is None or all(p.psnr >= photo_threshold for p in f.photos)
         results[name] = {"gated": True, "median_psnr": f.median_psnr, "min_psnr": f.min_psnr, "max_abs": f.max_abs,
-                         "finite": f.finite, "passed": f.finite and f.median_psnr >= threshold,
+                         "finite": f.finite, "passed": bool(f.finite and f.median_psnr >= threshold and photo_ok),
+                         "worst_photo": worst.photo,
                          "photos": {p.photo: {"psnr": p.psnr, "max_abs": p.max_abs} for p in f.photos}}
     for role in ("coarse", "refine"):
         if role not in runners:
@@ -138,6 +144,7 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
     from .models.recenter import plain_form
     from .runtimes import get_runtime
     from .validate.fidelity import default_threshold
+    from .validate.gates import default_photo_psnr
 
     target = get_runtime(target_name)
     if not isinstance(options, target.Options):
@@ -163,6 +170,9 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
     source = pipeline if options.precision in FLOAT_PRECISIONS else plain_form(pipeline)
     recipe, calibration = target.prepare_quantization(source, options)
     threshold = options.min_psnr if options.min_psnr is not None else default_threshold(options.precision)
+    # validate's per-photo default too, so the check and `mexport validate` on the same photos
+    # cannot disagree; a lower --min-psnr lowers it with the median's.
+    photo_threshold = min(default_photo_psnr(options.precision), threshold)
     photos = check_photos(options) if options.check else []
 
     with output_lock(out_dir), staging(out_dir.parent, "export", out_dir) as work:
@@ -185,8 +195,9 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
                     if progress:
                         progress("convert", i + 1, len(roles), role)
                 if options.check:
-                    log(f"checking against the float pipeline on {len(photos)} photos (threshold {threshold:.1f} dB median alpha PSNR)")
-                    checks = fidelity_checks(target, pipeline, staged, photos, threshold, progress)
+                    log(f"checking against the float pipeline on {len(photos)} photos (threshold {threshold:.1f} dB median "
+                        f"alpha PSNR, {photo_threshold:.1f} dB every photo)")
+                    checks = fidelity_checks(target, pipeline, staged, photos, threshold, progress, photo_threshold)
                     passed = all(c["passed"] for c in checks.values() if c.get("gated"))
         except ConversionError as e:
             # The converter's own words are in its log: kept where the user looks (the output
@@ -197,11 +208,13 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
             raise ConversionError(f"{e} (converter output: {kept}" + (f"; it says: {said}" if said else "") + ")") from None
         if recipe is not None:
             (stage / "recipe.json").write_text(recipe.to_json())
-        report = {"target": target.name, "precision": options.precision, "threshold_db": threshold, "passed": passed,
+        report = {"target": target.name, "precision": options.precision, "threshold_db": threshold,
+                  "photo_threshold_db": photo_threshold, "passed": passed,
                   "checks": checks, "facts": facts, "model": pipeline.model_info.name}
         (stage / "check.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=_json_default) + "\n")
         if not passed and not options.keep_failed:
-            raise FidelityError(_failure_message(checks, threshold, target.name, options.precision) + "; nothing written")
+            raise FidelityError(_failure_message(checks, threshold, photo_threshold, target.name, options.precision)
+                                + "; nothing written")
         moves: dict[Path, Path | None] = {out_dir / f.name: f for f in sorted(stage.iterdir())}
         # A re-export replaces the whole earlier export: its files that this one does not write
         # (the recipe.json of an int8 export redone in fp32, a refine file of another model) go too.
@@ -212,15 +225,24 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
         files = {f.stem if f.suffix == target.suffix else f.name: f for f, src in moves.items() if src is not None}
         result = ExportResult(out_dir, files, checks, facts, passed, target.summary(facts.get("fused") or {}))
         if not passed:
-            raise FidelityError(_failure_message(checks, threshold, target.name, options.precision)
+            raise FidelityError(_failure_message(checks, threshold, photo_threshold, target.name, options.precision)
                                 + f"; written to {out_dir} anyway (--keep-failed), check.json says passed: false")
         return result
 
 
-def _failure_message(checks, threshold, target, precision) -> str:
-    bad = [f"{k}: median alpha PSNR {v['median_psnr']:.1f} dB" + ("" if v["finite"] else " (NaN/Inf output)")
-           for k, v in checks.items() if v.get("gated") and not v["passed"]]
-    return f"{target} {precision} failed the fidelity check (needs >= {threshold:.1f} dB): " + "; ".join(bad)
+def _failure_message(checks, threshold, photo_threshold, target, precision) -> str:
+    """Which gate each failing graph missed, and on which photo, in one line."""
+    bad = []
+    for k, v in checks.items():
+        if not v.get("gated") or v["passed"]:
+            continue
+        worst = v.get("worst_photo")
+        psnr = v["photos"][worst]["psnr"] if worst in v.get("photos", {}) else v["min_psnr"]
+        bad.append(f"{k}: median alpha PSNR {v['median_psnr']:.1f} dB, worst photo {worst} {psnr:.1f} dB"
+                   + ("" if v["finite"] else " (NaN/Inf output)"))
+    n = len(next(iter(checks.values()), {}).get("photos", {}))
+    return (f"{target} {precision} failed the fidelity check on {n} photos (needs a median >= {threshold:.1f} dB and every "
+            f"photo >= {photo_threshold:.1f} dB, as `mexport validate`): " + "; ".join(bad))
 
 
 def _json_default(o):

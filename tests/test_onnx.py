@@ -194,3 +194,29 @@ def test_dynamic_int8_keeps_convs_with_computed_weights_float():
     ops = {n.name: n.op_type for n in q.graph.node}
     assert ops.get("computed") == "Conv"  # kept float
     assert any(t.data_type == TensorProto.INT8 for t in q.graph.initializer)  # the learned conv's weight went int8
+
+
+def test_the_export_check_gates_every_photo_as_validate_does(tmp_path, monkeypatch):
+    """The export-time check applies validate's per-photo default as well as the median: a graph
+    whose median passes but one photo is below the per-photo gate fails, naming that photo. The
+    photos' PSNRs are set here (the runners still run), so the gate itself is what is tested."""
+    import mexport.validate.fidelity as fid
+
+    real = fid.fidelity
+
+    def one_bad_photo(runner, reference, tensors, progress=None):
+        f = real(runner, reference, tensors, progress)
+        f.photos[-1].psnr = 55.0  # fp32's per-photo gate is 60 dB; the median stays far above it
+        return f
+
+    monkeypatch.setattr(fid, "fidelity", one_bad_photo)
+    out = tmp_path / "o"
+    r = invoke("onnx", "--model", f"{BYO}:factory", "-o", out, "--keep-failed")
+    line = one_error_line(r.output)
+    assert r.exit_code == 1 and "every photo >= 60.0 dB" in line and "55.0 dB" in line, r.output
+    check = json.loads((out / "check.json").read_text())
+    worst = check["checks"]["fused"]["worst_photo"]
+    assert check["passed"] is False and check["photo_threshold_db"] == 60.0 and check["checks"]["fused"]["median_psnr"] > 60
+    assert f"worst photo {worst} 55.0 dB" in line
+    monkeypatch.setattr(fid, "fidelity", real)
+    assert invoke("onnx", "--model", f"{BYO}:factory", "-o", tmp_path / "ok").exit_code == 0
