@@ -323,19 +323,6 @@ def test_weights_changed_in_place_change_the_output_and_fail_fidelity(tiny_fp32,
     assert compare("", bad, want).psnr < 40
 
 
-def test_an_op_without_a_kernel_cannot_be_verified(tmp_path):
-    class Gelu(torch.nn.Module):
-        def forward(self, x):
-            return F.gelu(x)
-
-    x = torch.rand(1, 3, 8, 8)
-    m = ct.convert(torch.jit.trace(Gelu(), x), inputs=[ct.TensorType(name="x", shape=x.shape)],
-                   convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16, skip_model_load=True)
-    m.save(str(tmp_path / "gelu.mlpackage"))
-    with pytest.raises(CannotVerifyError, match="cannot verify.*gelu"):
-        MilExecutor(tmp_path / "gelu.mlpackage")
-
-
 # --- full-size U^2-Net-p (coarse role, 320x320) --------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ...errors import CannotVerifyError, InputError
+from .mil_kernels import BACKBONE_KERNELS
 
 BLOB_SENTINEL = 0xDEADBEEF
 # MIL storage blob dtypes (mlmodel/src/MILBlob/Blob/BlobDataType.hpp): code -> bytes per element,
@@ -576,6 +577,9 @@ KERNELS: dict[str, Callable] = {
     "reduce_sum": _k_reduce(np.sum),
     "reduce_mean": _k_reduce(np.mean),
     "reduce_max": _k_reduce(np.max),
+    "reduce_min": _k_reduce(np.min),
+    "reduce_prod": _k_reduce(np.prod),
+    "reduce_l2_norm": _k_reduce(lambda x, axis, keepdims: np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims))),
     "slice_by_index": _k_slice_by_index,
     "cast": _k_cast,
     "identity": lambda op, get: get("x"),
@@ -589,6 +593,8 @@ KERNELS: dict[str, Callable] = {
     "constexpr_blockwise_shift_scale": _k_blockwise_shift_scale,
     "constexpr_lut_to_dense": _k_lut_to_dense,
 }
+assert not set(KERNELS) & set(BACKBONE_KERNELS)
+KERNELS.update(BACKBONE_KERNELS)
 SUPPORTED_OPS = frozenset(KERNELS) | {"const"}
 
 
