@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import coremltools as ct
 import torch.nn.functional as F
 
-ct = pytest.importorskip("coremltools")
-
-from mexport.errors import CannotVerifyError  # noqa: E402
-from mexport.runtimes.coreml.mil_executor import SUPPORTED_OPS, MilExecutor  # noqa: E402
+from mexport.errors import CannotVerifyError
+from mexport.runtimes.coreml.mil_executor import SUPPORTED_OPS, MilExecutor
 
 
 class Fn(nn.Module):
