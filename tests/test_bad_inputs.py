@@ -56,7 +56,9 @@ RECIPES = {
     "calibration is a string": ({"schema": 1, "name": "r", "calibration": "minmax"}, "calibration must be an object"),
     "name is a number": ({"schema": 1, "name": 123}, "name must be a non-empty string"),
     "layer precision is a number": ({"schema": 1, "name": "r", "layers": {"coarse.enc1": 8}}, "precision must be one of"),
-    "layer names no module": ({"schema": 1, "name": "r", "layers": {"coarse.nope": "float"}}, "'coarse.nope' is not a module of tiny-modnet"),
+    "layer names no module": ({"schema": 1, "name": "r", "layers": {"coarse.nope": "float"}}, "1 layer key(s) name no module of tiny-modnet: 'coarse.nope'"),
+    "two keys of another model, one a typo": ({"schema": 1, "name": "r", "layers": {"coarse.enc_1": "float", "coarse.stage2d": "float"}},
+                                               "2 layer key(s) name no module of tiny-modnet: 'coarse.enc_1' (nearest: coarse.enc1"),
     "calibration photos as a string": ({"schema": 1, "name": "r", "calibration": {"max_photos": "3"}}, "max_photos must be an integer"),
     "calibration percentile NaN": ('{"schema": 1, "name": "r", "calibration": {"percentile": NaN}}', "percentile must be in [90, 100]"),
     "unknown calibration field": ({"schema": 1, "name": "r", "calibration": {"bogus": 1}}, "unknown calibration fields"),
@@ -85,7 +87,9 @@ def test_bad_recipes_are_refused_before_converting(tmp_path, case):
 @pytest.mark.parametrize("args, msg", [
     (["onnx", "--recipe", "{recipe}"], "--recipe applies to --int8"),
     (["onnx", "--int8", "--recipe", "{missing}"], "recipe file not found"),
-    (["tflite", "--int8", "--recipe", "{unknown_layer}"], "'coarse.nope' is not a module of tiny-modnet"),
+    (["tflite", "--int8", "--recipe", "{unknown_layer}"], "1 layer key(s) name no module of tiny-modnet: 'coarse.nope'"),
+    (["coreml", "--recipe", "{unknown_layer}"], "1 layer key(s) name no module of tiny-modnet: 'coarse.nope'"),  # fp16 reads recipes too
+    (["coreml", "--fp32", "--recipe", "{recipe}"], "--recipe applies to"),
     (["onnx", "--int8", "--calib", "{empty}"], "no photos"),
     (["onnx", "--int8", "--calib-count", "0"], "must be >= 1"),
     (["onnx", "--opset", "5"], "opset must be between 11 and 21"),

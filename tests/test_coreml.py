@@ -211,6 +211,28 @@ def test_fp32_layers_compute_in_fp32_with_their_input_chain(tiny_pipeline, tmp_p
         export("coreml", tiny_pipeline, tmp_path / "bad", CoreMLOptions(fp32_layers=("coarse.nope",), check=False))
 
 
+def test_fp16_and_compression_take_the_same_recipe_file_as_int8(tiny_pipeline, tmp_path):
+    """One recipe semantics: the layers an int8 recipe keeps "float" compute in fp32 in an fp16
+    program and keep their weights uncompressed under palettization; the recipe is recorded."""
+    import json
+
+    from click.testing import CliRunner
+
+    from mexport.cli import main
+    from mexport.spec import Provenance
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"schema": 1, "name": "mine", "default": "int8", "layers": {"coarse.detail": "float"}}))
+    for args, key in ((["--fp16"], "mexport.fp32_layers"), (["--weights", "palette8"], "mexport.float_layers")):
+        out = tmp_path / args[-1]
+        r = CliRunner().invoke(main, ["coreml", *args, "--recipe", str(recipe), "--model", f"{BYO}:factory", "-o", str(out), "-q"])
+        assert r.exit_code == 0, r.output
+        meta = ct.utils.load_spec(str(out / "fused.mlpackage")).description.metadata.userDefined
+        assert meta[key] == "coarse.detail", dict(meta)
+        assert json.loads((out / "recipe.json").read_text())["name"] == "mine"
+        assert Provenance.from_json(meta["mexport.provenance"]).recipe is not None
+
+
 def test_a_model_without_declared_layers_gets_plain_fp16(tiny_pipeline, tmp_path):
     result = export("coreml", tiny_pipeline, tmp_path / "art", CoreMLOptions(check=False))
     assert result.facts["fused"]["fp32_layers"] == []

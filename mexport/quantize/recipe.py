@@ -146,10 +146,19 @@ class Recipe:
         return out
 
     def require_known_layers(self, pipeline) -> None:
+        """Every key that names no module, all at once, each with the nearest module paths: a recipe
+        written for another model (or with a typo) fails in one run, the same way on every target."""
+        import difflib
+
         unknown = self.unknown_layers(pipeline)
         if unknown:
-            raise InputError(f"recipe {self.name!r}: layer {', '.join(map(repr, unknown))} is not a module of "
-                             f"{pipeline.model_info.name} (module paths look like 'coarse.stage1.conv_in.0')")
+            paths = [n for n, _ in pipeline.named_modules() if n]
+            said = []
+            for k in unknown:
+                near = difflib.get_close_matches(k, paths, n=3, cutoff=0.6)
+                said.append(f"{k!r}" + (f" (nearest: {', '.join(near)})" if near else ""))
+            raise InputError(f"recipe {self.name!r}: {len(unknown)} layer key(s) name no module of {pipeline.model_info.name}: "
+                             + "; ".join(said) + " (module paths look like 'coarse.stage1.conv_in.0')")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Recipe":

@@ -24,7 +24,9 @@ class CoreMLRuntime(Runtime):
     Options = CoreMLOptions
     command_help = "Export coarse/refine/fused.mlpackage; verified on Linux by structure and an emulated run of the MIL program."
     precision_flags: dict[str, str] = {}  # compute precision, --weights and --w8a8 are the options' own fields
-    recipe_precisions = ("w8a8",)
+    # W8A8 quantizes by the recipe; fp16 compute and weight compression read its float layers: they
+    # compute in fp32 / keep their weights uncompressed (the same recipe file as for ONNX and LiteRT).
+    recipe_precisions = ("w8a8", "fp16", "weights-int8", "weights-int4", "palette8", "palette6", "palette4")
     calibrated_precisions = ("w8a8",)
     runner_label = "MIL executor (emulated)"
     benchmark_precisions = ("fp32", "fp16")
@@ -49,6 +51,21 @@ class CoreMLRuntime(Runtime):
 
         super().check_recipe(recipe)
         check_recipe(recipe)
+
+    def prepare_quantization(self, pipeline, options: CoreMLOptions):
+        """W8A8: the recipe (given or the model's) and calibration photos. fp16 and weight
+        compression: a --recipe given by the user, whose "float" layers stay float (every other
+        precision it names means the program's own: fp16 compute, compressed weights); without one,
+        the model's declared layers as before (convert.fp32_layers), and no recipe is recorded."""
+        if options.w8a8:
+            return super().prepare_quantization(pipeline, options)
+        if options.recipe is None or options.precision not in self.recipe_precisions:
+            return None, None
+        from ...quantize.recipes import resolve_recipe
+
+        recipe = resolve_recipe(options, pipeline, self.name)
+        super().check_recipe(recipe)  # no split_inputs: only LiteRT applies them
+        return recipe, None
 
     def _graph_pipeline(self, pipeline, options: CoreMLOptions, recipe, calibration):
         """The pipeline whose graphs are traced: the float one, or its W8A8 fake-quantized copy."""
@@ -96,7 +113,10 @@ class CoreMLRuntime(Runtime):
             kept32 = tuple(k for k, n in selector.matched.items() if n)
         float_layers: tuple[str, ...] = ()
         if options.compression:
-            float_layers = tuple(pipeline.model_info.meta.get("int8_float_layers", {}))
+            from .w8a8 import float_layers as recipe_float_layers
+
+            float_layers = (recipe_float_layers(recipe) if recipe is not None
+                            else tuple(pipeline.model_info.meta.get("int8_float_layers", {})))
             mlmodel = compress(mlmodel, options.compression, float_layers)
             check_finite_weights(mlmodel._mil_program, f"{role} ({options.compression})")
         elif options.w8a8:
