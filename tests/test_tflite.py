@@ -422,3 +422,19 @@ def test_reference_fp16_and_int8_fidelity(reference_fused, reference_pipeline, r
     int8 = _psnrs(qdata, reference_pipeline, photos, tmp_path, "int8", "int8")
     assert np.median([p for p, _ in int8]) >= 35
     assert insp.inspect(qdata)["int8_weight_share"] > 0.9
+
+
+def test_a_recipe_with_default_float_quantizes_only_its_int8_layers(tiny_pipeline, tmp_path):
+    """One recipe semantics: ``default: float`` with one layer int8 works on LiteRT as on ONNX: that
+    layer's conv has int8 weights, the others stay float, and the check passes."""
+    recipe = tmp_path / "r.json"
+    recipe.write_text(json.dumps({"schema": 1, "name": "one-int8", "default": "float", "layers": {"coarse.enc2": "int8"}}))
+    t = get_runtime("tflite")
+    r = export("tflite", tiny_pipeline, tmp_path / "o", t.Options(precision="int8", recipe=recipe, calib_count=2))
+    share = r.facts["fused"]["int8_weight_share"]
+    enc2 = sum(p.numel() for p in tiny_pipeline.get_submodule("coarse.enc2").parameters() if p.dim() >= 2)
+    every = sum(p.numel() for p in tiny_pipeline.parameters() if p.dim() >= 2)
+    assert r.passed and 0 < share < 1 and abs(share - enc2 / every) < 0.05, (share, enc2 / every)
+    assert r.checks["fused"]["median_psnr"] >= 35
+    with pytest.raises(InputError, match="--io int8 needs a recipe whose default is int8"):
+        export("tflite", tiny_pipeline, tmp_path / "o2", t.Options(precision="int8", recipe=recipe, io="int8", check=False))

@@ -171,9 +171,17 @@ def exact_regex(tensor_name: str) -> str:
 def recipe_entries(data: bytes, recipe: Recipe, pipeline, role: str, int8_io: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Recipe -> ai-edge-quantizer entries (later entries win) and the op selection, for check.json."""
     cal = recipe.calibration
-    if recipe.default not in ("int8", "int16"):
-        raise InputError(f"the TFLite int8 export needs a recipe with default int8 or int16, not {recipe.default!r}")
-    entries = [static_entry(act_bits=8 if recipe.default == "int8" else 16, act_sym=cal.symmetric_activations, per_channel=cal.per_channel)]
+    if recipe.default == "fp16":
+        raise InputError("the TFLite int8 export takes a recipe with default int8, int16 or float, not 'fp16'")
+    if recipe.default == "float":
+        # Only the layers the recipe names int8/int16 are quantized; ai-edge-quantizer puts the
+        # quantize/dequantize pairs at their borders.
+        if int8_io:
+            raise InputError("--io int8 needs a recipe whose default is int8 (a float graph takes float input)")
+        entries = []
+    else:
+        entries = [static_entry(act_bits=8 if recipe.default == "int8" else 16, act_sym=cal.symmetric_activations,
+                                per_channel=cal.per_channel)]
     if not int8_io:
         entries += [float_entry(".*", "INPUT"), float_entry(".*", "OUTPUT")]  # float32 graph I/O
     selection: dict[str, Any] = {}
