@@ -151,8 +151,9 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
         raise InputError(f"{target.name} takes {target.Options.__name__}, got {type(options).__name__}")
     if options.precision not in target.precisions:
         raise InputError(f"{target.name} does not offer precision {options.precision!r}; valid: {', '.join(target.precisions)}")
-    if options.recipe is not None and options.precision not in target.recipe_precisions:
-        raise InputError(f"--recipe applies to {' and '.join('--' + p for p in target.recipe_precisions)} only")
+    takes = target.recipe_precisions + target.recipe_optional_precisions
+    if options.recipe is not None and options.precision not in takes:
+        raise InputError(f"--recipe applies to {' and '.join('--' + p for p in takes)} only")
     roles = tuple(roles) if roles else tuple(pipeline.roles())
     unknown = sorted(set(roles) - set(pipeline.roles()))
     if unknown or "fused" not in roles:

@@ -102,7 +102,8 @@ class Runtime(ABC):
 
     # Quantization: the precisions that take a recipe and calibration photos, and whether the
     # converter applies a recipe's ``split_inputs``.
-    recipe_precisions: tuple[str, ...] = ("int8",)
+    recipe_precisions: tuple[str, ...] = ("int8",)  # always exported by a recipe (given, or the model's), recorded
+    recipe_optional_precisions: tuple[str, ...] = ()  # take a --recipe when one is given, else none is applied
     calibrated_precisions: tuple[str, ...] = ("int8",)
     applies_splits: bool = False
 

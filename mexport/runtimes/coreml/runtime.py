@@ -24,9 +24,10 @@ class CoreMLRuntime(Runtime):
     Options = CoreMLOptions
     command_help = "Export coarse/refine/fused.mlpackage; verified on Linux by structure and an emulated run of the MIL program."
     precision_flags: dict[str, str] = {}  # compute precision, --weights and --w8a8 are the options' own fields
-    # W8A8 quantizes by the recipe; fp16 compute and weight compression read its float layers: they
+    recipe_precisions = ("w8a8",)
+    # fp16 compute and weight compression read a --recipe's float layers when one is given: they
     # compute in fp32 / keep their weights uncompressed (the same recipe file as for ONNX and LiteRT).
-    recipe_precisions = ("w8a8", "fp16", "weights-int8", "weights-int4", "palette8", "palette6", "palette4")
+    recipe_optional_precisions = ("fp16", "weights-int8", "weights-int4", "palette8", "palette6", "palette4")
     calibrated_precisions = ("w8a8",)
     runner_label = "MIL executor (emulated)"
     benchmark_precisions = ("fp32", "fp16")
@@ -59,7 +60,7 @@ class CoreMLRuntime(Runtime):
         the model's declared layers as before (convert.fp32_layers), and no recipe is recorded."""
         if options.w8a8:
             return super().prepare_quantization(pipeline, options)
-        if options.recipe is None or options.precision not in self.recipe_precisions:
+        if options.recipe is None or options.precision not in self.recipe_optional_precisions:
             return None, None
         from ...quantize.recipes import resolve_recipe
 
