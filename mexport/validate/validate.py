@@ -214,7 +214,9 @@ def validate(paths: list[str | Path], data: Path | None = None, model: str | Non
         for rep, rec in zip(reports, latency(artifacts)):
             rep.latency = rec
     for rep in reports:
-        entry, why = matched.get(rep.label, (None, "no --baseline given" if base is None else None))
+        none = ("--update-baseline: this run writes the baseline, so it compares with none" if update_baseline is not None
+                else "no --baseline given")
+        entry, why = matched.get(rep.label, (None, none if base is None else None))
         if entry is not None:
             rep.baseline = {"key": bl.key(bl.identity(next(a for a in artifacts if a.label == rep.label))),
                             "matched_photos": sorted(set(entry["photos"]) & set(hashes)), "baseline_photos": entry["n_photos"]}
