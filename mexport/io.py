@@ -15,6 +15,9 @@ and ``mexport validate`` never takes one for an artifact.
 An OSError while writing (a full disk, a read-only or immutable directory, a permission) becomes
 an :class:`~mexport.errors.InputError` naming the path: one line, exit 2, nothing left behind.
 POSIX only (``fcntl``), like the converters mexport drives.
+
+And one reader, :func:`read_json`, for the JSON files users hand in (recipes, baselines): every way
+such a file can be unreadable is one line naming it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,24 @@ from typing import Iterator
 from .errors import InputError
 
 PREFIX = ".mexport-"
+
+
+def read_json(path: Path | str, what: str, not_found: str):
+    """The parsed JSON of a user's file; ``what`` names it in errors ("recipe", "baseline"),
+    ``not_found`` is the whole message for a missing file (what to do about it)."""
+    import json
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise InputError(not_found) from None
+    except IsADirectoryError:
+        raise InputError(f"{what} {path} is a directory, not a JSON file") from None
+    except OSError as e:
+        raise InputError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{what} {path} is not valid JSON: {e}") from None
 # A temporary name younger than this is never cleaned: its creator may not have locked it yet.
 STALE_AFTER_S = 10.0
 

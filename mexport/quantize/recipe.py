@@ -180,16 +180,11 @@ class Recipe:
 
 
 def load_recipe(path: str | Path) -> Recipe:
+    from ..io import read_json
+
     path = Path(path)
+    d = read_json(path, "recipe", f"recipe file not found: {path}")
     try:
-        return Recipe.from_dict(json.loads(path.read_bytes()))
-    except FileNotFoundError:
-        raise InputError(f"recipe file not found: {path}") from None
-    except IsADirectoryError:
-        raise InputError(f"recipe {path} is a directory, not a JSON file") from None
-    except OSError as e:
-        raise InputError(f"cannot read recipe {path}: {e.strerror or e}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"recipe {path} is not valid JSON: {e}") from None
+        return Recipe.from_dict(d)
     except (TypeError, ValueError) as e:
         raise InputError(f"recipe {path}: {e}") from None

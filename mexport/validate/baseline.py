@@ -49,17 +49,10 @@ def photo_sha256(sample) -> str:
 def load(path: Path) -> dict[str, Any]:
     """The baseline file, every field checked (and "inf"/"nan", as reports write them, made floats):
     it is read before any artifact runs, so a bad one fails in a second, not after the validation."""
+    from ..io import read_json
+
     path = Path(path)
-    try:
-        d = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise InputError(f"baseline not found: {path} (create it with --update-baseline)") from None
-    except IsADirectoryError:
-        raise InputError(f"baseline {path} is a directory, not a JSON file") from None
-    except OSError as e:
-        raise InputError(f"cannot read baseline {path}: {e.strerror or e}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"baseline {path} is not valid JSON: {e}") from None
+    d = read_json(path, "baseline", f"baseline not found: {path} (create it with --update-baseline)")
     if not isinstance(d, dict):
         raise InputError(f"baseline {path}: not a baseline (a JSON object with schema and artifacts), got a {type(d).__name__}")
     unknown = sorted(set(d) - {"schema", "artifacts"})
@@ -112,7 +105,7 @@ def _number(v: Any, what: str) -> float:
 def match(base: dict[str, Any], artifacts, run_hashes: dict[str, str], available: set[str], data: str,
           path: Path) -> dict[str, tuple[dict | None, str | None]]:
     """Each artifact's baseline entry, checked against this run's photos before anything runs:
-    label -> (entry with ``n_photos``, None) or (None, why there is none). A baseline photo that is
+    label -> (entry with its ``key`` and ``n_photos``, None) or (None, why there is none). A baseline photo that is
     not in --data at all, or whose content differs, is an error; one that --only left out is not
     compared (a subset run), and the gate says how many photos matched."""
     out: dict[str, tuple[dict | None, str | None]] = {}
@@ -133,7 +126,7 @@ def match(base: dict[str, Any], artifacts, run_hashes: dict[str, str], available
         if changed:
             raise InputError(f"baseline {path}: photo {', '.join(changed)} in {data} is not the one the baseline measured "
                              "(its pixels or ground truth changed); make the baseline again with --update-baseline")
-        out[a.label] = ({**e, "n_photos": len(e["photos"])}, None)
+        out[a.label] = ({**e, "key": k, "n_photos": len(e["photos"])}, None)
     return out
 
 

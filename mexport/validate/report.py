@@ -38,15 +38,16 @@ def _photo_value(g, photo: str) -> str:
     return f"{photo} ({_f(v, 1)} dB)" if "psnr" in g.gate else f"{photo} ({v * 100:+.0f} %)"
 
 
-def failed_lines(r: ValidationReport) -> list[str]:
+def failed_lines(r: ValidationReport, markdown: bool = True) -> list[str]:
     """One line per failed gate, naming its photos worst first: what the terminal, validate.md and
-    JUnit's failure messages say."""
+    the HTML report (``markdown=False``) say."""
+    b, c = ("**", "`") if markdown else ("", "")
     out = []
     for a in r.artifacts:
         for g in a.gates:
             if g.passed:
                 continue
-            line = f"**{a.label}**: `{g.gate}` = {_f(g.value, 3)}, threshold {_f(g.threshold, 3)}: {g.detail}"
+            line = f"{b}{a.label}{b}: {c}{g.gate}{c} = {_f(g.value, 3)}, threshold {_f(g.threshold, 3)}: {g.detail}"
             if g.photos:
                 line += f"; failing photos: {', '.join(_photo_value(g, p) for p in g.photos)}"
             out.append(line)
@@ -207,10 +208,9 @@ def to_html(r: ValidationReport, alphas: dict, samples) -> str:
              "img{display:block;max-width:192px}figure{display:inline-block;margin:4px}figcaption{font-size:11px}"
              f"</style></head><body><h1>mexport validate: <span class='{'pass' if r.passed else 'fail'}'>{'PASS' if r.passed else 'FAIL'}</span></h1>",
              f"<p>{len(r.photos)} photos ({html.escape(r.data)}); versions: {html.escape(json.dumps(r.versions))}</p>"]
-    failed = failed_lines(r)
+    failed = failed_lines(r, markdown=False)
     if failed:
-        parts.append("<ul class='failed'>" + "".join(f"<li class='fail'>{html.escape(x.replace('**', '').replace('`', ''))}</li>"
-                                                    for x in failed) + "</ul>")
+        parts.append("<ul class='failed'>" + "".join(f"<li class='fail'>{html.escape(x)}</li>" for x in failed) + "</ul>")
     lat = [(a.label, a.latency["p50_ms"], a.summary["median_psnr"], not a.passed) for a in r.artifacts
            if a.latency and isinstance(a.latency.get("p50_ms"), (int, float)) and math.isfinite(a.summary["median_psnr"])]
     if lat:

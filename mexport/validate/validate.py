@@ -218,8 +218,8 @@ def validate(paths: list[str | Path], data: Path | None = None, model: str | Non
                 else "no --baseline given")
         entry, why = matched.get(rep.label, (None, none if base is None else None))
         if entry is not None:
-            rep.baseline = {"key": bl.key(bl.identity(next(a for a in artifacts if a.label == rep.label))),
-                            "matched_photos": sorted(set(entry["photos"]) & set(hashes)), "baseline_photos": entry["n_photos"]}
+            rep.baseline = {"key": entry["key"], "matched_photos": sorted(set(entry["photos"]) & set(hashes)),
+                            "baseline_photos": entry["n_photos"]}
         apply_gates(rep, gates, entry, why)
     if update_baseline is not None:
         bl.write(old, reports, artifacts, hashes, source, update_baseline)

@@ -40,7 +40,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ...errors import CannotVerifyError, InputError
-from .mil_kernels import BACKBONE_KERNELS
+from .mil_kernels import BACKBONE_KERNELS, _binary, _f32, _unary
 
 BLOB_SENTINEL = 0xDEADBEEF
 # MIL storage blob dtypes (mlmodel/src/MILBlob/Blob/BlobDataType.hpp): code -> bytes per element,
@@ -201,10 +201,6 @@ def _t(a: np.ndarray):
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-
-
-def _f32(a: np.ndarray) -> np.ndarray:
-    return np.asarray(a, dtype=np.float32)
 
 
 def _pads(op, get, x_shape, kernel, strides, dilations) -> list[int]:
@@ -398,20 +394,6 @@ def _k_pixel_shuffle(op, get):
     r = int(get("upscale_factor"))
     n, c, h, w = x.shape
     return x.reshape(n, c // (r * r), r, r, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(n, c // (r * r), h * r, w * r)
-
-
-def _binary(fn: Callable) -> Callable:
-    def kernel(op, get):
-        x, y = get("x"), get("y")
-        if np.issubdtype(np.asarray(x).dtype, np.floating) or np.issubdtype(np.asarray(y).dtype, np.floating):
-            x, y = _f32(x), _f32(y)
-        return fn(x, y)
-
-    return kernel
-
-
-def _unary(fn: Callable) -> Callable:
-    return lambda op, get: fn(_f32(get("x")))
 
 
 def _k_reduce(fn: Callable) -> Callable:

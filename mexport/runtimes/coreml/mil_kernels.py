@@ -6,7 +6,8 @@ linear, matmul), decoders (conv_transpose, crop, pixel_unshuffle) and the compar
 
 Each follows the MIL op definitions (coremltools.converters.mil.mil.ops.defs, iOS15-iOS17): written
 here from those definitions, with float32 arithmetic inside an op like the executor's other
-kernels, because no library runs a MIL program off macOS. tests/test_coreml_kernels.py holds every
+kernels, because no library runs a MIL program off macOS. The generic helpers (``_f32``, ``_unary``,
+``_binary``) live here and the executor imports them. tests/test_coreml_kernels.py holds every
 kernel to torch through coremltools' own conversion of the torch op.
 """
 
@@ -23,37 +24,56 @@ def _f32(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float32)
 
 
+def _unary(fn: Callable) -> Callable:
+    return lambda op, get: fn(_f32(get("x")))
+
+
+def _binary(fn: Callable) -> Callable:
+    """Elementwise on x and y, in float32 when either is floating (comparisons included)."""
+    def kernel(op, get):
+        x, y = get("x"), get("y")
+        if np.issubdtype(np.asarray(x).dtype, np.floating) or np.issubdtype(np.asarray(y).dtype, np.floating):
+            x, y = _f32(x), _f32(y)
+        return fn(x, y)
+
+    return kernel
+
+
 def _channel(v: np.ndarray, rank: int) -> np.ndarray:
     """A per-channel vector shaped to broadcast along axis 1 of a rank-``rank`` tensor."""
     return _f32(v).reshape((1, -1) + (1,) * (rank - 2))
 
 
+def _normalized(x: np.ndarray, axes: tuple[int, ...], eps: float) -> np.ndarray:
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps)
+
+
+def _affine(y: np.ndarray, get, shape: tuple[int, ...]) -> np.ndarray:
+    """The optional ``gamma`` scale and ``beta`` shift of a norm op, reshaped to ``shape``."""
+    gamma, beta = get("gamma", None), get("beta", None)
+    if gamma is not None:
+        y = y * _f32(gamma).reshape(shape)
+    if beta is not None:
+        y = y + _f32(beta).reshape(shape)
+    return y
+
+
+def _per_channel(x: np.ndarray) -> tuple[int, ...]:
+    return (1, -1) + (1,) * (x.ndim - 2)
+
+
 def _k_batch_norm(op, get):
     x = _f32(get("x"))
     mean, var = _channel(get("mean"), x.ndim), _channel(get("variance"), x.ndim)
-    eps = float(get("epsilon", 1e-5))
-    y = (x - mean) / np.sqrt(var + eps)
-    gamma, beta = get("gamma", None), get("beta", None)
-    if gamma is not None:
-        y = y * _channel(gamma, x.ndim)
-    if beta is not None:
-        y = y + _channel(beta, x.ndim)
-    return y
+    return _affine((x - mean) / np.sqrt(var + float(get("epsilon", 1e-5))), get, _per_channel(x))
 
 
 def _k_instance_norm(op, get):
     """Per sample and channel, over every axis after the channel one (MIL: rank 3 or 4)."""
     x = _f32(get("x"))
-    axes = tuple(range(2, x.ndim))
-    mean = x.mean(axis=axes, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
-    y = (x - mean) / np.sqrt(var + float(get("epsilon", 1e-5)))
-    gamma, beta = get("gamma", None), get("beta", None)
-    if gamma is not None:
-        y = y * _channel(gamma, x.ndim)
-    if beta is not None:
-        y = y + _channel(beta, x.ndim)
-    return y
+    return _affine(_normalized(x, tuple(range(2, x.ndim)), float(get("epsilon", 1e-5))), get, _per_channel(x))
 
 
 def _k_layer_norm(op, get):
@@ -61,16 +81,8 @@ def _k_layer_norm(op, get):
     x = _f32(get("x"))
     axes = get("axes", None)
     axes = tuple(range(x.ndim)) if axes is None else tuple(int(a) % x.ndim for a in np.atleast_1d(axes))
-    mean = x.mean(axis=axes, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
-    y = (x - mean) / np.sqrt(var + float(get("epsilon", 1e-5)))
-    shape = [x.shape[a] if a in axes else 1 for a in range(x.ndim)]
-    gamma, beta = get("gamma", None), get("beta", None)
-    if gamma is not None:
-        y = y * _f32(gamma).reshape(shape)
-    if beta is not None:
-        y = y + _f32(beta).reshape(shape)
-    return y
+    y = _normalized(x, axes, float(get("epsilon", 1e-5)))
+    return _affine(y, get, tuple(x.shape[a] if a in axes else 1 for a in range(x.ndim)))
 
 
 def _k_split(op, get):
@@ -168,14 +180,6 @@ def _k_crop(op, get):
     return x[..., t:x.shape[-2] - b, l:x.shape[-1] - r]
 
 
-def _compare(fn: Callable) -> Callable:
-    return lambda op, get: fn(np.asarray(get("x")), np.asarray(get("y")))
-
-
-def _unary(fn: Callable) -> Callable:
-    return lambda op, get: fn(_f32(get("x")))
-
-
 BACKBONE_KERNELS: dict[str, Callable] = {
     "batch_norm": _k_batch_norm,
     "instance_norm": _k_instance_norm,
@@ -204,11 +208,11 @@ BACKBONE_KERNELS: dict[str, Callable] = {
     "linear": _k_linear,
     "matmul": _k_matmul,
     "pixel_unshuffle": _k_pixel_unshuffle,
-    "greater": _compare(np.greater),
-    "greater_equal": _compare(np.greater_equal),
-    "less": _compare(np.less),
-    "less_equal": _compare(np.less_equal),
-    "equal": _compare(np.equal),
-    "not_equal": _compare(np.not_equal),
+    "greater": _binary(np.greater),
+    "greater_equal": _binary(np.greater_equal),
+    "less": _binary(np.less),
+    "less_equal": _binary(np.less_equal),
+    "equal": _binary(np.equal),
+    "not_equal": _binary(np.not_equal),
     "select": lambda op, get: np.where(np.asarray(get("cond")).astype(bool), get("a"), get("b")),
 }
