@@ -491,6 +491,42 @@ def bundle_sign(path, key, signature):
     click.echo(f"wrote {api.bundle_sign(path, key, signature)}")
 
 
+@main.command()
+@click.option("--target", "-t", required=True, help="The runtime to search on (onnx).")
+@model_option
+@click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Calibration photos (default: scikit-image's bundled calibration set).")
+@click.option("--eval", "evals", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of evaluation photos (repeatable; FOLDER/image/ is used when present). Each folder is split "
+                   "into tuning photos (the search decides on them) and held-out photos (the verdict is given on them).")
+@click.option("--holdout", type=float, default=0.5, show_default=True, help="Share of each --eval folder held out from the search.")
+@click.option("--target-psnr", type=float, default=38.0, show_default=True, help="Median alpha PSNR vs float to reach (dB).")
+@click.option("--min-photo-psnr", type=float, default=30.0, show_default=True, help="Alpha PSNR vs float every photo must reach (dB).")
+@click.option("--margin", type=float, default=0.5, show_default=True, help="How much more the tuning photos must reach (dB).")
+@click.option("--budget-min", type=float, default=15.0, show_default=True, help="Time budget of the search (minutes).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Trial processes (default: one per core).")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write recipe.json, report.md, candidates.png and sensitivity.json.")
+@output_options
+@handle_errors
+def sensitivity(target, model, calib, evals, holdout, target_psnr, min_photo_psnr, margin, budget_min, workers, out, as_json, quiet):
+    """Find the fastest int8 recipe whose alpha stays within the targets, on the target runtime.
+
+    Reuse it with `mexport TARGET --int8 --recipe OUT/recipe.json`; exit 1 if no recipe meets the
+    targets on the held-out photos."""
+    with progress_ui(as_json, quiet) as ui:
+        result = api.sensitivity(target, out, model=model, calib=calib, evals=tuple(evals), holdout=holdout,
+                                 median_db=target_psnr, photo_db=min_photo_psnr, margin_db=margin, budget_min=budget_min,
+                                 workers=workers, progress=ui, log=ui.log)
+    if as_json:
+        click.echo(api.to_json(api.sensitivity_json(result)))
+    elif quiet:
+        click.echo("PASS" if result.passed else "FAIL")
+    else:
+        click.echo(api.sensitivity_summary(result, out))
+    sys.exit(0 if result.passed else 1)
+
+
 @main.command("train-refiner")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The folder holding alphamatting/, portraits-p3m/ and animals-am2k/ (../shared/data).")

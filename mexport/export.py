@@ -213,9 +213,10 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
                   "photo_threshold_db": photo_threshold, "passed": passed,
                   "checks": checks, "facts": facts, "model": pipeline.model_info.name}
         (stage / "check.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=_json_default) + "\n")
+        hint = _sensitivity_hint(source, target, options, calibration) if not passed else ""
         if not passed and not options.keep_failed:
             raise FidelityError(_failure_message(checks, threshold, photo_threshold, target.name, options.precision)
-                                + "; nothing written")
+                                + hint + "; nothing written")
         moves: dict[Path, Path | None] = {out_dir / f.name: f for f in sorted(stage.iterdir())}
         # A re-export replaces the whole earlier export: its files that this one does not write
         # (the recipe.json of an int8 export redone in fp32, a refine file of another model) go too.
@@ -227,7 +228,7 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
         result = ExportResult(out_dir, files, checks, facts, passed, target.summary(facts.get("fused") or {}))
         if not passed:
             raise FidelityError(_failure_message(checks, threshold, photo_threshold, target.name, options.precision)
-                                + f"; written to {out_dir} anyway (--keep-failed), check.json says passed: false")
+                                + hint + f"; written to {out_dir} anyway (--keep-failed), check.json says passed: false")
         return result
 
 
@@ -244,6 +245,29 @@ def _failure_message(checks, threshold, photo_threshold, target, precision) -> s
     n = len(next(iter(checks.values()), {}).get("photos", {}))
     return (f"{target} {precision} failed the fidelity check on {n} photos (needs a median >= {threshold:.1f} dB and every "
             f"photo >= {photo_threshold:.1f} dB, as `mexport validate`): " + "; ".join(bad))
+
+
+# A layer whose output keeps less than this SQNR with it alone in int8 is named as a suspect.
+SUSPECT_SQNR_DB = 35.0
+
+
+def _sensitivity_hint(source, target: Runtime, options: ExportOptions, calibration) -> str:
+    """For a failed calibrated export: the layers a quick torch ranking finds most int8-hostile
+    (seconds), and the command that searches a recipe on the runtime."""
+    if calibration is None or options.precision not in target.calibrated_precisions:
+        return ""
+    from .quantize.layer_stats import quick_ranking
+
+    from .models import MODELS
+
+    ranked = quick_ranking(source, calibration.photos, top=3)
+    worst = [s for s in ranked if s.sqnr_db < SUSPECT_SQNR_DB] or ranked[:1]
+    said = ", ".join(f"{s.path} (alone in int8: SQNR {s.sqnr_db:.0f} dB; {s.cause()})" for s in worst)
+    name = source.model_info.name
+    model = name if name in MODELS.names() else "FILE.py:factory"
+    cmd = (f"`mexport sensitivity --target {target.name} --model {model} --eval PHOTOS_DIR -o DIR`" if target.searchable
+           else f"`mexport sensitivity --target onnx ...` (its recipe applies to {target.name} too: module paths are the same)")
+    return f"; most int8-hostile layers: {said}; find a recipe that keeps them in check: {cmd}"
 
 
 def _json_default(o):

@@ -146,6 +146,17 @@ class Runtime(ABC):
         calibration = load_calibration(options.calib, options.calib_count) if options.precision in self.calibrated_precisions else None
         return recipe, calibration
 
+    def sensitivity_trials(self, pipeline, feeds: list[dict], provenance: Provenance, workdir: Path, calibration, model_ref: str):
+        """A picklable trial builder for `mexport sensitivity` (``units()``, ``build(recipe, path)``,
+        ``build_float(path)``), prepared in ``workdir``; ``model_ref`` loads ``pipeline`` again in a
+        worker process. Runtimes without one refuse here."""
+        raise InputError(f"mexport sensitivity does not search {self.name} yet; valid targets: {', '.join(searchable_runtimes()) or 'none'}")
+
+    @property
+    def searchable(self) -> bool:
+        """Whether `mexport sensitivity` can search recipes on this runtime."""
+        return type(self).sensitivity_trials is not Runtime.sensitivity_trials
+
     def converter_versions(self) -> dict[str, str]:
         return dist_versions(("torch", *self.distributions))
 
@@ -202,6 +213,10 @@ class Runtime(ABC):
     def app_snippets(self, manifest: dict[str, Any]) -> dict[str, str]:
         """README sections (title -> Markdown) showing an app how to run this runtime's artifacts."""
         return {}
+
+
+def searchable_runtimes() -> list[str]:
+    return [n for n in RUNTIMES.in_order() if RUNTIMES.get(n)().searchable]
 
 
 def dist_versions(dists: tuple[str, ...]) -> dict[str, str]:

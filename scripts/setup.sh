@@ -7,7 +7,7 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import mexport, pytest, torch, litert_torch, coremltools, onnxruntime, executorch.runtime" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import mexport, pytest, matplotlib, torch, litert_torch, coremltools, onnxruntime, executorch.runtime" >/dev/null 2>&1; then
   # torch first and pinned: with 2.13.0 present, nothing pulls the multi-GB CUDA build.
   .venv/bin/pip install -q "torch==2.13.0"
   .venv/bin/pip install -q -e ".[dev]"

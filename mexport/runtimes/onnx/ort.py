@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConversionError
-from ...runtime import register_runtime
+from ...runtime import Runtime, register_runtime
 from ...spec import Provenance
 from .convert import session_provenance
 from .runner import load_session
@@ -55,6 +55,9 @@ class OrtRuntime(OnnxRuntime):
     # (measured on the tiny BYO model: fp16 .ort 44 KB, fp32 .ort 29 KB, fp32 compute). An fp16
     # .ort for ARM's fp16 kernels has to be converted on an ARM machine.
     precisions = ("fp32", "dynamic-int8", "int8")
+    # `mexport sensitivity --target onnx` searches the recipe an ORT export applies (the .ort is
+    # converted from that ONNX, its int8 nodes included)
+    sensitivity_trials = Runtime.sensitivity_trials
 
     def convert(self, pipeline, role, options, provenance, path: Path, calibration=None, recipe=None) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix=".mexport-ort-", dir=path.parent) as tmp:

@@ -92,7 +92,9 @@ def node_module_paths(model) -> list[str]:
     return paths
 
 
-def quantize_static(model, feeds: list[dict[str, np.ndarray]], recipe: Recipe):
+def quantize_static(model, feeds: list[dict[str, np.ndarray]], recipe: Recipe, calibration_cache: Path | None = None):
+    """``calibration_cache``: onnxruntime's file of calibrated ranges, written by the first call and
+    read (instead of calibrating again) by later ones on the same float graph and method."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
@@ -126,5 +128,6 @@ def quantize_static(model, feeds: list[dict[str, np.ndarray]], recipe: Recipe):
             str(src), str(dst), CalibrationReader(feeds), quant_format=QuantFormat.QDQ, per_channel=cal.per_channel,
             activation_type=QuantType.QInt8 if cal.symmetric_activations else QuantType.QUInt8,
             weight_type=QuantType.QInt8, calibrate_method=method, extra_options=extra, nodes_to_exclude=exclude,
+            **({"calibration_cache_path": str(calibration_cache)} if calibration_cache else {}),
         )
         return onnx.load(dst)

@@ -61,6 +61,11 @@ class OnnxRuntime(Runtime):
         return {"bytes": len(data), "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                 "ops": sorted({n.op_type for n in model.graph.node})}
 
+    def sensitivity_trials(self, pipeline, feeds, provenance, workdir, calibration, model_ref):
+        from .sensitivity import OnnxTrials
+
+        return OnnxTrials.prepare(pipeline, feeds, provenance, workdir, calibration, model_ref)
+
     def runner(self, path: Path, threads: int | None = None, **kw):
         from .runner import OnnxRunner
 

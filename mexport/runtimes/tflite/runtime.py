@@ -85,6 +85,11 @@ class TfliteRuntime(Runtime):
             check_precision(facts, options.precision, role)
         return facts
 
+    def sensitivity_trials(self, pipeline, feeds, provenance, workdir, calibration, model_ref):
+        from .sensitivity import TfliteTrials
+
+        return TfliteTrials.prepare(pipeline, feeds, provenance, workdir, calibration, model_ref)
+
     def runner(self, path: Path, threads: int | None = None, xnnpack: bool = True, python: str | Path | None = None):
         """``python=PATH`` runs the model in that Python's LiteRT (an older runtime) instead of here;
         ``xnnpack=False`` runs the builtin kernels."""

@@ -1,0 +1,137 @@
+"""The library call behind `mexport sensitivity`: photos in, ``recipe.json`` + ``report.md`` +
+``candidates.png`` + ``sensitivity.json`` out (all or nothing, like an export)."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import InputError
+from .search import SearchResult, Targets, Unit, search
+
+OUTPUT_FILES = ("recipe.json", "report.md", "candidates.png", "sensitivity.json")
+MIN_TUNE_PHOTOS = 4
+
+
+def folder_photos(folder: Path) -> list[tuple[str, np.ndarray]]:
+    """A folder's photos (or those in its ``image/``, the shared data layout), named FOLDER/STEM."""
+    from ..photos import list_photos, load_photo
+
+    folder = Path(folder)
+    photos_dir = folder / "image" if (folder / "image").is_dir() else folder
+    return [(f"{folder.name}/{p.stem}", load_photo(p)) for p in list_photos(photos_dir)]
+
+
+def split_photos(photos: list[tuple[str, np.ndarray]], holdout: float) -> tuple[list, list]:
+    """(tuning, held-out), per folder, by a hash of the name: the same photos land on the same side
+    on every run and machine, whatever order the folders were given in; every folder gives to both
+    sides (people, pets and products are each judged on photos the search never saw)."""
+    if not 0 <= holdout < 1:
+        raise InputError("--holdout must be in [0, 1)")
+    by_folder: dict[str, list] = {}
+    for name, arr in photos:
+        by_folder.setdefault(name.rsplit("/", 1)[0], []).append((name, arr))
+    tune, held = [], []
+    for items in by_folder.values():
+        items = sorted(items, key=lambda p: hashlib.sha256(p[0].encode()).hexdigest())
+        k = int(round(len(items) * holdout))
+        held += items[:k]
+        tune += items[k:]
+    return tune, held
+
+
+def sensitivity(target: str, out_dir: str | Path, model: str | None = None, calib: Path | None = None,
+                evals: tuple[Path, ...] = (), holdout: float = 0.5, targets: Targets = Targets(), budget_min: float = 15.0,
+                workers: int | None = None, executor=None, latency_rounds: int = 10,
+                progress: Callable[..., Any] | None = None, log: Callable[[str], Any] = lambda s: None) -> SearchResult:
+    import torch
+
+    from ..models import DEFAULT_MODEL, MattingPipeline, load_model
+    from ..export import make_provenance
+    from ..io import check_target, install, output_lock, staging
+    from ..models.recenter import plain_form
+    from ..photos import DEFAULT_EVAL, default_photos, prepare
+    from ..quantize.calibration import load_calibration, role_inputs
+    from ..quantize.recipe import Calibration
+    from ..runtimes import get_runtime
+    from ..quantize.layer_stats import layer_stats
+    from .report import write_report
+    from .trials import TrialPool, save_photo_set
+
+    rt = get_runtime(target)
+    if not rt.searchable:
+        rt.sensitivity_trials(None, [], None, Path(), None, "")  # raises: which targets it searches
+    if budget_min <= 0:
+        raise InputError("--budget-min must be > 0")
+    out_dir = Path(out_dir)
+    check_target(out_dir, directory=True)
+    pipeline = MattingPipeline(load_model(model or DEFAULT_MODEL))
+    if pipeline.spec.extra_inputs:
+        raise InputError("mexport sensitivity needs photos alone as input; this model takes " +
+                         ", ".join(e.name for e in pipeline.spec.extra_inputs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        calib_set = load_calibration(calib)
+    photos = [p for d in evals for p in folder_photos(d)] if evals else [(f"scikit-image/{n}", a) for n, a in default_photos(DEFAULT_EVAL)]
+    calib_names = {hashlib.sha256(a.tobytes()).hexdigest() for _, a in calib_set.photos}
+    overlap = [n for n, a in photos if hashlib.sha256(a.tobytes()).hexdigest() in calib_names]
+    if overlap:
+        raise InputError(f"{len(overlap)} evaluation photo(s) are also calibration photos ({', '.join(overlap[:3])}): "
+                         "judging on what was calibrated on hides the error")
+    tune, held = split_photos(photos, holdout if evals else 0.0)
+    if len(tune) < MIN_TUNE_PHOTOS:
+        raise InputError(f"{len(tune)} tuning photos; give at least {MIN_TUNE_PHOTOS} (--eval DIR, --holdout)")
+    source = plain_form(pipeline)  # what an int8 export converts (mexport.export)
+    calibration = Calibration("minmax", per_channel=True)
+    options = rt.Options(precision="int8")
+    prov = make_provenance(pipeline, rt, "fused", options, None, calib_set)
+    log(f"{target}: calibrating on {len(calib_set.photos)} photos ({calib_set.source}); tuning on {len(tune)}, "
+        f"judging on {len(held)} held-out photos")
+
+    with output_lock(out_dir), staging(out_dir.parent, "sensitivity", out_dir) as work:
+        stage = work / "files"
+        stage.mkdir()
+        sets = {}
+        for key, ps in (("tune", tune), ("holdout", held)):
+            if not ps:
+                continue
+            xs = [prepare(a, pipeline.spec)[0] for _, a in ps]
+            with torch.inference_mode():
+                refs = [pipeline(torch.from_numpy(x)).numpy() for x in xs]
+            sets[key] = work / f"{key}.npz"
+            save_photo_set(sets[key], [n for n, _ in ps], xs, refs)
+        feeds = role_inputs(source, "fused", calib_set.photos, calibration.max_photos)
+        trials = rt.sensitivity_trials(source, feeds, prov, work / "trials", calibration, model or "")
+        stats = {s.path: s for s in layer_stats(source.graph("fused"), [tuple(f.values()) for f in feeds[:2]])}
+        units = [Unit(u["path"], u["macs"], u["ops"], u.get("joined", []), stats=stats.get(u["path"]))
+                 for u in trials.units()]
+        with TrialPool(trials, target, sets, workers=workers, executor=executor) as pool:
+            result = search(source, target, trials, pool, units, calibration, targets, budget_min * 60, work, progress, log,
+                            has_holdout="holdout" in sets, latency_rounds=latency_rounds)
+        result.photos = {"calibration": [n for n, _ in calib_set.photos], "tune": [n for n, _ in tune],
+                         "holdout": [n for n, _ in held]}
+        result.notes.insert(0, f"model {pipeline.model_info.name} ({pipeline.model_info.weights_sha256[:12]}); calibration: "
+                               f"{calib_set.source}")
+        if result.chosen is not None:
+            (stage / "recipe.json").write_text(result.chosen.recipe.to_json())
+        write_report(result, stage, command_line(target, model, calib, evals, holdout, targets, budget_min))
+        moves = {out_dir / f.name: f for f in sorted(stage.iterdir())}
+        moves.update({out_dir / n: None for n in OUTPUT_FILES if (out_dir / n).exists() and out_dir / n not in moves})
+        install(moves, work / "old")
+    return result
+
+
+def command_line(target, model, calib, evals, holdout, targets: Targets, budget_min) -> str:
+    parts = ["mexport sensitivity", f"--target {target}"]
+    if model:
+        parts.append(f"--model {model}")
+    if calib:
+        parts.append(f"--calib {calib}")
+    parts += [f"--eval {e}" for e in evals]
+    parts += [f"--holdout {holdout:g}", f"--target-psnr {targets.median_db:g}", f"--min-photo-psnr {targets.photo_db:g}",
+              f"--budget-min {budget_min:g}"]
+    return " ".join(parts)

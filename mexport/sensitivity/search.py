@@ -1,0 +1,331 @@
+"""`mexport sensitivity`: the lowest-latency int8 recipe that keeps the matte, found on the target
+runtime.
+
+The search, every step measured on the target runtime on *tuning* photos (never the calibration
+photos; never the held-out photos the verdict is given on):
+
+1. quick ranking in torch (:mod:`.layers`): seconds; it orders what follows and explains causes;
+2. naive int8 (every layer int8): if it meets the targets, it is the answer;
+3. per-layer sensitivity: every unit (a weighted layer and the activation fused into it, or a
+   module's own pools/resizes/adds) kept in float alone, the rest int8: the gain in the worst-photo
+   score; and, for the most damaging units, that unit alone in int8 (the rest float);
+4. greedy: units in float by decreasing gain until the median and the worst photo both meet the
+   targets (a margin above them on the tuning photos);
+5. prune: each float unit back to int8, the costliest first, wherever the targets still hold;
+6. latency of the candidates on the runtime (interleaved, 1 and 2 threads) and the fastest one
+   meeting the targets is chosen; then it is judged on the held-out photos.
+
+NNCF's accuracy control and AIMET's AutoQuant do steps 3-5 with a mean metric on one validation
+set; here the score is the worse of the median and the worst photo against their targets, so one
+photo that int8 breaks cannot hide behind a good median.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import ArtifactRunError
+from ..quantize.recipe import Calibration, Recipe
+from .trials import TrialPool, TrialResult
+
+
+# The per-layer trials run on the tuning photos the current mix hurts most: the worst photo decides,
+# and six photos cost a third of nineteen.
+FOCUS_PHOTOS = 6
+RANKING_SHARE = 0.3  # of the budget, for the per-layer ranking against naive int8
+TOP_ALONE = 6
+SEARCH_SHARE = 0.88
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What a recipe must reach: median and every photo's alpha PSNR vs float (dB), on the
+    held-out photos; the search asks ``margin_db`` more of the tuning photos."""
+
+    median_db: float = 38.0
+    photo_db: float = 30.0
+    margin_db: float = 0.5
+
+    def __post_init__(self) -> None:
+        for k in ("median_db", "photo_db"):
+            v = getattr(self, k)
+            if not isinstance(v, (int, float)) or not 0 < v < 200:
+                raise ValueError(f"{k} must be between 0 and 200 dB, got {v!r}")
+        if not 0 <= self.margin_db < 20:
+            raise ValueError("margin_db must be in [0, 20)")
+        if self.photo_db > self.median_db:
+            raise ValueError("the per-photo target cannot exceed the median target")
+
+    def score(self, r: TrialResult, margin: float = 0.0) -> float:
+        """How far the worse of the two gates is above its target (negative: short of it)."""
+        return min(r.median - self.median_db - margin, r.worst - self.photo_db - margin)
+
+    def met(self, r: TrialResult, margin: float = 0.0) -> bool:
+        return self.score(r, margin) >= 0
+
+    def focus_score(self, r: TrialResult) -> float:
+        """For trials on the few photos the current mix hurts most: their mean PSNR, each capped at
+        the median target (a photo above it has nothing left to gain), so raising any failing photo
+        counts, not only the single worst one."""
+        cap = self.median_db + self.margin_db
+        return float(np.mean([min(v, cap) for v in r.psnr.values()]))
+
+
+@dataclass
+class Unit:
+    path: str
+    macs: int
+    ops: dict[str, int]
+    joined: list[str] = field(default_factory=list)
+    gain_db: float | None = None  # score with this unit float, the rest int8, minus naive's
+    alone: TrialResult | None = None  # this unit alone int8, the rest float
+    stats: Any = None  # LayerStats from the quick ranking, for weighted units
+
+
+@dataclass
+class Candidate:
+    label: str
+    floats: tuple[str, ...]
+    recipe: Recipe
+    tune: TrialResult
+    holdout: TrialResult | None = None
+    latency: dict[int, float] = field(default_factory=dict)  # threads -> p50 ms
+    met: bool = False
+
+
+@dataclass
+class SearchResult:
+    target: str
+    targets: Targets
+    units: list[Unit]
+    candidates: list[Candidate]
+    chosen: Candidate | None
+    naive: Candidate
+    fp32_latency: dict[int, float]
+    photos: dict[str, list[str]]
+    seconds: float
+    trials: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        c = self.chosen
+        return bool(c and c.holdout and self.targets.met(c.holdout))
+
+
+def recipe_for(floats: set[str] | tuple[str, ...], units: list[Unit], calibration: Calibration, name: str, notes: str = "") -> Recipe:
+    """Recipe keys are module-path prefixes, so a float unit whose path has descendants (a module's
+    own pools and adds, next to its convs) lists those descendants back as int8."""
+    floats = set(floats)
+    paths = {p for u in units for p in (u.path, *u.joined)}
+    layers: dict[str, str] = {}
+    for u in units:
+        if u.path in floats:
+            for p in (u.path, *u.joined):
+                layers[p] = "float"
+    for f in list(layers):
+        for p in paths:
+            if p.startswith(f + ".") and p not in layers:
+                layers[p] = "int8"
+    return Recipe(name=name, default="int8", calibration=calibration, layers=layers, notes=notes)
+
+
+def _cost(u: Unit) -> int:
+    return u.macs
+
+
+def _group(path: str) -> str:
+    """The block a layer belongs to: its first two module names ('coarse.stage2d', 'refine.lowres')."""
+    return ".".join(path.split(".")[:2])
+
+
+def _worst(r: TrialResult, n: int) -> tuple[str, ...]:
+    return tuple(sorted(r.psnr, key=r.psnr.get)[:n])
+
+
+def _only(r: TrialResult, names: tuple[str, ...]) -> TrialResult:
+    return TrialResult(r.key, {k: r.psnr[k] for k in names}, r.seconds)
+
+
+def _alone_recipe(u: Unit, units: list[Unit], calibration: Calibration, name: str) -> Recipe:
+    layers = {p: "int8" for p in (u.path, *u.joined)}
+    for p in {q for v in units for q in (v.path, *v.joined)}:
+        if p.startswith(u.path + ".") and p not in layers:
+            layers[p] = "float"
+    return Recipe(name=name, default="float", calibration=calibration, layers=layers)
+
+
+def search(pipeline, target: str, trials, pool: TrialPool, units: list[Unit], calibration: Calibration, targets: Targets,
+           budget_s: float, out_dir: Path, progress: Callable[..., Any] | None = None, log: Callable[[str], Any] = lambda s: None,
+           has_holdout: bool = True, latency_rounds: int = 10) -> SearchResult:
+    t0 = time.monotonic()
+    deadline = t0 + budget_s * SEARCH_SHARE  # the rest: timing the candidates, the held-out photos
+    notes: list[str] = []
+    by_path = {u.path: u for u in units}
+
+    def tick(stage):
+        return (lambda n, total, r: progress(stage, n, total, r.key)) if progress else None
+
+    def job(key: str, floats, photo_set="tune", keep=None, alone=None, only=None):
+        if alone is not None:  # that unit int8, everything else float (its descendants included)
+            r = _alone_recipe(alone, units, calibration, key)
+        else:
+            r = recipe_for(floats, units, calibration, key)
+        return (key, r.to_dict(), photo_set, keep, only)
+
+    def run(jobs, stage, until=None):
+        return pool.map(jobs, tick(stage), deadline=until)
+
+    def cand(label, floats, r):
+        return Candidate(label, tuple(floats), recipe_for(floats, units, calibration, f"{target}-sensitivity"), r)
+
+    # 2. naive
+    naive_r, = run([job("naive", ())], "naive int8")
+    naive = cand("naive int8", (), naive_r)
+    log(f"naive int8 on the tuning photos: median {naive_r.median:.1f} dB, worst {naive_r.worst:.1f} dB ({naive_r.worst_photo})")
+    candidates: list[Candidate] = []
+    best = naive
+    if not targets.met(naive_r, targets.margin_db):
+        # 3. per-layer sensitivity against naive int8, on the photos it hurts most, the most
+        # suspicious layers first (quick ranking), within a share of the budget
+        focus = _worst(naive_r, FOCUS_PHOTOS)
+        order = sorted(units, key=lambda u: (u.stats.sqnr_db if u.stats else math.inf))
+        res = run([job(f"float:{u.path}", (u.path,), only=focus) for u in order], "sensitivity (one layer float)",
+                  until=t0 + budget_s * RANKING_SHARE)
+        base = targets.focus_score(_only(naive_r, focus))
+        for u, r in zip(order, res):
+            if r is not None:
+                u.gain_db = targets.focus_score(r) - base
+        untried = [u.path for u, r in zip(order, res) if r is None]
+        if untried:
+            notes.append(f"the ranking's share of the budget left {len(untried)} of {len(order)} layers unmeasured "
+                         "(the least suspicious by the quick ranking)")
+        ranked = sorted((u for u in units if u.gain_db is not None), key=lambda u: (-u.gain_db, _cost(u)))
+        top = [u for u in ranked[:TOP_ALONE] if u.gain_db > 0.05]
+        for u, r in zip(top, run([job(f"alone:{u.path}", (), alone=u, only=focus) for u in top], "sensitivity (one layer int8)")):
+            u.alone = r
+        # 4. descend: against the current mix, the group of layers (a stage, a block) whose float
+        # helps the worst photos most; then its best single layer if that layer holds most of the
+        # group's gain, else the whole group (the error is spread over it)
+        floats: list[str] = []
+        current = naive
+        if ranked and ranked[0].gain_db > 1.0:  # a clear culprit: start with it
+            floats = [ranked[0].path]
+            current = cand(f"{len(floats)} float", floats, run([job("step:1", floats)], "search")[0])
+            candidates.append(current)
+        groups: dict[str, list[str]] = {}
+        for u in units:
+            groups.setdefault(_group(u.path), []).append(u.path)
+        while not targets.met(current.tune, targets.margin_db) and time.monotonic() < deadline:
+            focus = _worst(current.tune, FOCUS_PHOTOS)
+            base = targets.focus_score(_only(current.tune, focus))
+            open_groups = {g: [p for p in ps if p not in floats] for g, ps in groups.items()}
+            open_groups = {g: ps for g, ps in open_groups.items() if ps}
+            if not open_groups:
+                break
+            names = list(open_groups)
+            res = run([job(f"group:{g}", floats + open_groups[g], only=focus) for g in names], "search (groups)", until=deadline)
+            scored = [(targets.focus_score(r) - base, g) for g, r in zip(names, res) if r is not None]
+            if not scored:
+                break
+            gain, g = max(scored)
+            if gain <= 0.05:
+                notes.append(f"with {len(floats)} layer(s) in float, no group of layers kept in float helped the worst photos "
+                             f"({', '.join(focus)}) further")
+                break
+            members = open_groups[g]
+            add = members
+            if len(members) > 1:
+                rs = run([job(f"layer:{p}", floats + [p], only=focus) for p in members], "search (layers)", until=deadline)
+                one = [(targets.focus_score(r) - base, p) for p, r in zip(members, rs) if r is not None]
+                if one and max(one)[0] >= 0.5 * gain:
+                    add = [max(one)[1]]
+            floats = floats + add
+            current = cand(f"{len(floats)} float", floats, run([job(f"step:{len(floats)}", floats)], "search")[0])
+            candidates.append(current)
+            log(f"{len(floats)} layer(s) float (+{', '.join(add)}): median {current.tune.median:.1f} dB, "
+                f"worst {current.tune.worst:.1f} dB ({current.tune.worst_photo})")
+        if not targets.met(current.tune, targets.margin_db):
+            best = max(candidates, key=lambda c: targets.score(c.tune), default=naive)
+            notes.append("no mix of float layers met the targets on the tuning photos"
+                         + (" within the budget" if time.monotonic() >= deadline else "") + f"; the best reached "
+                         f"median {best.tune.median:.1f} dB, worst {best.tune.worst:.1f} dB with {len(best.floats)} layer(s) float")
+        else:
+            # 5. prune: each float layer back to int8, the costliest first, where the targets still hold
+            keep = list(current.floats)
+            tried: set[str] = set()
+            while time.monotonic() < deadline:
+                left = sorted((p for p in keep if p not in tried), key=lambda p: -_cost(by_path[p]))[:pool.workers]
+                if not left:
+                    break
+                tried.update(left)
+                variants = [[q for q in keep if q != p] for p in left]
+                rs = run([job(f"prune:{p}", v) for p, v in zip(left, variants)], "prune", until=deadline)
+                for p, v, r in zip(left, variants, rs):
+                    if r is not None and targets.met(r, targets.margin_db):
+                        keep = v
+                        current = cand(f"{len(v)} float (pruned)", v, r)
+                        candidates.append(current)
+                        break
+            best = current
+    for c in candidates + [naive]:
+        c.met = targets.met(c.tune, targets.margin_db)
+
+    # 6. latency on the runtime of the candidates that met the targets (and the path for the plot)
+    timed = [naive] + [c for c in candidates if c.met] + [c for c in candidates if not c.met][-4:]
+    timed = list({id(c): c for c in timed}.values())
+    fp32_latency = _time(trials, target, timed, out_dir, latency_rounds, progress)
+    ok = [c for c in timed if c.met and c.latency]
+    chosen = min(ok, key=lambda c: c.latency.get(1, math.inf)) if ok else (best if best is not naive else None)
+    if chosen is None and naive.met:
+        chosen = naive
+    if chosen is not None and has_holdout:
+        rs = pool.map([job("holdout:chosen", chosen.floats, "holdout"), job("holdout:naive", (), "holdout")], tick("held-out photos"))
+        chosen.holdout, naive.holdout = rs
+    if chosen is not None:
+        chosen.recipe = _annotated(chosen, units, calibration, target)
+    return SearchResult(target, targets, units, candidates, chosen, naive, fp32_latency, {}, time.monotonic() - t0,
+                        pool.trials_run, notes)
+
+
+def _time(trials, target: str, cands: list[Candidate], out_dir: Path, rounds: int, progress) -> dict[int, float]:
+    import tempfile
+
+    from ..runtimes import get_runtime
+
+    suffix = get_runtime(target).suffix
+    # not in the staging directory: artifact discovery rightly refuses files inside one
+    with tempfile.TemporaryDirectory(prefix="mexport-candidates-") as tmp:
+        return _time_in(Path(tmp), trials, suffix, cands, rounds, progress)
+
+
+def _time_in(files: Path, trials, suffix: str, cands: list[Candidate], rounds: int, progress) -> dict[int, float]:
+    from ..bench.interleave import Subject, interleaved_latency
+
+    subjects = [Subject("fp32", paths=(str(trials.build_float(files / f"fp32{suffix}")),))]
+    for i, c in enumerate(cands):
+        subjects.append(Subject(f"c{i}", paths=(str(trials.build(c.recipe, files / f"c{i}{suffix}")),)))
+    lat = interleaved_latency(subjects, threads=(1, 2), rounds=rounds, progress=progress)
+    errors = {k: v["error"] for k, v in lat.items() if "error" in v}
+    if errors:
+        raise ArtifactRunError("timing the candidates failed: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
+    for i, c in enumerate(cands):
+        c.latency = {t: v["p50_ms"] for t, v in lat[f"c{i}"].get("threads", {}).items()}
+    return {t: v["p50_ms"] for t, v in lat["fp32"].get("threads", {}).items()}
+
+
+def _annotated(c: Candidate, units: list[Unit], calibration: Calibration, target: str) -> Recipe:
+    by = {u.path: u for u in units}
+    why = []
+    for p in c.floats:
+        u = by[p]
+        cause = u.stats.cause() if u.stats else "no weights: " + ", ".join(u.ops)
+        why.append(f"{p}: float (+{u.gain_db:.1f} dB worst-case score kept alone in float; {cause})")
+    return recipe_for(c.floats, units, calibration, f"{target}-sensitivity",
+                      notes="found by `mexport sensitivity`; " + ("; ".join(why) if why else "every layer int8"))

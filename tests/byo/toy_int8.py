@@ -1,0 +1,71 @@
+"""Two toy matting models for `mexport sensitivity` (single network, 64 px; seeded weights).
+
+``one_culprit``: a healthy conv stack with one ill-conditioned layer, ``coarse.bad``, built like
+U^2-Net-p's ``stage2d.dec.4``: one input channel is 1 on every photo and is read with
+weights 1000x the others' that its bias cancels, so a per-output-channel int8 scale sized for those
+weights rounds the other channels' to a level or two.
+
+``spread``: eight residual convs whose weights each carry one large outlier per output channel,
+so every layer loses a little in int8 and no single one is to blame.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mexport import MattingModel, PipelineSpec
+
+
+class OneCulprit(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.mid = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.bad = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 1, 3, padding=1)
+        with torch.no_grad():
+            # channel 0 of mid's output: 1 everywhere (a "bias channel")
+            self.mid[0].weight[0].fill_(0.0)
+            self.mid[0].bias[0] = 1.0
+            # bad reads it with weights 1000x the others' and cancels it in its bias
+            self.bad.weight[:, 0].fill_(0.0)
+            self.bad.weight[:, 0, 1, 1] = 100.0
+            self.bad.bias.copy_(-100.0 + 0.1 * torch.randn(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bad(self.mid(self.stem(x))))
+        return torch.sigmoid(12 * self.head(y))
+
+
+class Spread(nn.Module):
+    def __init__(self, depth: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.blocks = nn.ModuleList(nn.Conv2d(16, 16, 3, padding=1) for _ in range(depth))
+        self.head = nn.Conv2d(16, 1, 3, padding=1)
+        with torch.no_grad():
+            for b in self.blocks:
+                b.weight.mul_(0.5)
+                b.weight[:, :, 0, 0] = 0.0
+                b.weight[torch.arange(16), torch.arange(16), 0, 0] = 6.0  # one outlier per output channel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)
+        for b in self.blocks:
+            y = y + 0.25 * torch.tanh(b(y))
+        return torch.sigmoid(3 * self.head(y))
+
+
+def _model(net: nn.Module, name: str) -> MattingModel:
+    spec = PipelineSpec(coarse_size=(32, 32), refine_size=(64, 64))
+    return MattingModel(coarse=net, refine=None, spec=spec, name=name)
+
+
+def one_culprit() -> MattingModel:
+    torch.manual_seed(7)
+    return _model(OneCulprit(), "toy-one-culprit")
+
+
+def spread() -> MattingModel:
+    torch.manual_seed(8)
+    return _model(Spread(), "toy-spread")

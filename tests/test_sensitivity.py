@@ -1,0 +1,132 @@
+"""`mexport sensitivity` on toys small enough to search in seconds, with the answer known by
+construction (tests/byo/toy_int8.py), and its pieces on their own."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import invoke, one_error_line
+
+TOYS = Path(__file__).resolve().parent / "byo" / "toy_int8.py"
+
+
+@pytest.fixture(scope="module")
+def eval_photos(tmp_path_factory) -> Path:
+    """Eight smooth photos with a foreground blob (made here, so nothing is calibrated on them)."""
+    from PIL import Image
+    from scipy.ndimage import gaussian_filter
+
+    root = tmp_path_factory.mktemp("photos")
+    folder = root / "blobs"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(8):
+        bg = gaussian_filter(rng.random((96, 96, 3)), (12, 12, 0))
+        yy, xx = np.mgrid[:96, :96]
+        mask = ((yy - rng.integers(30, 66)) ** 2 + (xx - rng.integers(30, 66)) ** 2 < rng.integers(200, 700))[..., None]
+        fg = rng.random(3) * 0.8 + 0.1
+        img = np.where(mask, fg + 0.1 * gaussian_filter(rng.random((96, 96, 3)), (2, 2, 0)), bg * 0.9)
+        Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(folder / f"blob{i}.png")
+    return folder
+
+
+def search(tmp_path, toy, eval_photos, *extra):
+    out = tmp_path / "sens"
+    r = invoke("sensitivity", "--target", "onnx", "--model", f"{TOYS}:{toy}", "--eval", str(eval_photos), "-o", str(out),
+               "--budget-min", "4", "--json", *extra)
+    return r, out, json.loads(r.stdout) if r.stdout.strip().startswith("{") else None
+
+
+def test_one_ill_conditioned_layer_is_named_first_and_fixed(tmp_path, eval_photos):
+    """toy_int8.one_culprit: naive int8 breaks on `coarse.bad` (one input channel read with weights
+    1000x the others'); the search ranks it first, says why, and keeps only it in float."""
+    r, out, d = search(tmp_path, "one_culprit", eval_photos)
+    assert r.exit_code == 0, r.output
+    assert d["passed"] and d["naive"]["tune"]["worst"] < 30  # naive int8 is broken
+    ranked = sorted((u for u in d["units"] if u["gain_db"] is not None), key=lambda u: -u["gain_db"])
+    assert ranked[0]["path"] == "coarse.bad" and ranked[0]["gain_db"] > 5 > ranked[1]["gain_db"]
+    assert ranked[0]["quick"]["outlier_channels"] == [0]
+    assert min(d["units"], key=lambda u: u["quick"]["sqnr_db"] if u["quick"] else 1e9)["path"] == "coarse.bad"
+    assert d["chosen"]["floats"] == ["coarse.bad"]
+    assert d["chosen"]["holdout"]["worst"] >= 30 and d["chosen"]["holdout"]["median"] >= 38
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["layers"] == {"coarse.bad": "float"} and recipe["default"] == "int8"
+    report = (out / "report.md").read_text()
+    assert "| `coarse.bad` |" in report and "input channel(s) [0]" in report
+    assert (out / "candidates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the recipe it wrote re-exports as is, and the export passes the same targets on the held-out photos
+    held = tmp_path / "held"
+    held.mkdir()
+    for name in d["photos"]["holdout"]:
+        (held / (name.split("/")[1] + ".png")).write_bytes((eval_photos / (name.split("/")[1] + ".png")).read_bytes())
+    e = invoke("onnx", "--int8", "--model", f"{TOYS}:one_culprit", "--recipe", str(out / "recipe.json"), "-o", str(tmp_path / "x"),
+               "--min-psnr", "38", "--check-data", str(held), "--json")
+    assert e.exit_code == 0, e.output
+    fused = json.loads((tmp_path / "x" / "check.json").read_text())["checks"]["fused"]
+    assert min(p["psnr"] for n, p in fused["photos"].items() if n.startswith("blob")) >= 30
+
+
+def test_error_spread_over_many_layers_is_met_by_a_mix(tmp_path, eval_photos):
+    """toy_int8.spread: eight residual convs, each a little wrong in int8; no single layer in float
+    meets the targets, the search still does, with several."""
+    r, out, d = search(tmp_path, "spread", eval_photos, "--target-psnr", "36", "--min-photo-psnr", "30")
+    assert r.exit_code == 0, r.output
+    assert d["passed"]
+    single = [u for u in d["units"] if u["gain_db"] is not None]
+    naive = d["naive"]["tune"]
+    assert naive["median"] < 36 + 0.5 or naive["worst"] < 30 + 0.5
+    # no single layer comes near: the best one alone gains a fraction of what is missing
+    missing = max(36.5 - naive["median"], 30.5 - naive["worst"])
+    assert max(u["gain_db"] for u in single) < missing
+    assert len(d["chosen"]["floats"]) >= 3
+    assert d["chosen"]["holdout"]["median"] >= 36 and d["chosen"]["holdout"]["worst"] >= 30
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, eval_photos):
+    r = invoke("sensitivity", "--target", "coreml", "--model", f"{TOYS}:spread", "--eval", str(eval_photos), "-o", str(tmp_path / "o"))
+    one_error_line(r, 2, "does not search coreml", "valid targets: onnx, tflite")
+    r = invoke("sensitivity", "--target", "ort", "--model", f"{TOYS}:spread", "--eval", str(eval_photos), "-o", str(tmp_path / "o"))
+    one_error_line(r, 2, "does not search ort", "valid targets: onnx, tflite")
+    r = invoke("sensitivity", "--target", "nope", "--eval", str(eval_photos), "-o", str(tmp_path / "o"))
+    one_error_line(r, 2, "nope", "onnx")
+    r = invoke("sensitivity", "--target", "onnx", "--model", f"{TOYS}:spread", "--eval", str(eval_photos), "--min-photo-psnr", "50",
+               "-o", str(tmp_path / "o"))
+    one_error_line(r, 2, "per-photo target cannot exceed")
+    r = invoke("sensitivity", "--target", "onnx", "--model", f"{TOYS}:spread", "--eval", str(eval_photos), "--holdout", "0.9",
+               "-o", str(tmp_path / "o"))
+    one_error_line(r, 2, "tuning photos")
+    assert not (tmp_path / "o").exists()
+
+
+def test_split_is_per_folder_and_stable():
+    from mexport.sensitivity.run import split_photos
+
+    photos = [(f"{fam}/p{i}", np.zeros(1)) for fam in ("a", "b") for i in range(6)]
+    tune, held = split_photos(photos, 0.5)
+    assert len(tune) == len(held) == 6
+    for fam in ("a", "b"):
+        assert sum(n.startswith(fam) for n, _ in held) == 3
+    assert {n for n, _ in split_photos(list(reversed(photos)), 0.5)[1]} == {n for n, _ in held}
+
+
+def test_quick_ranking_names_the_reference_models_culprit(reference_pipeline):
+    """On U^2-Net-p's trained weights, in seconds: stage2d.dec.4's input channel 14 (the bias channel)."""
+    from mexport.models.recenter import plain_form
+    from mexport.photos import DEFAULT_CALIB, default_photos
+    from mexport.quantize.layer_stats import quick_ranking
+
+    worst = quick_ranking(plain_form(reference_pipeline), default_photos(DEFAULT_CALIB), top=4)
+    assert worst[0].path == "coarse.stage2d.dec.4.0" and worst[0].outlier_channels == (14,) and worst[0].sqnr_db < 0
+    assert "coarse.stage1d.dec.4.0" in [s.path for s in worst]
+
+
+def test_failed_int8_export_names_suspects_and_the_command(tmp_path):
+    """The export check fails on the toy's naive int8 and says, in its one line, which layer a
+    quick ranking suspects and which command finds a recipe."""
+    r = invoke("onnx", "--int8", "--model", f"{TOYS}:one_culprit", "-o", str(tmp_path / "x"), "-q")
+    line = one_error_line(r, 1, "worst photo", "most int8-hostile layers: coarse.bad", "input channel(s) [0]",
+                          "mexport sensitivity --target onnx --model FILE.py:factory")
+    assert "coarse.head" not in line  # ordinary layers are not named
+    assert "nothing written" in line and not (tmp_path / "x").exists()
