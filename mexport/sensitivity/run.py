@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import InputError
 from .search import SearchResult, Targets, Unit, search
 
-OUTPUT_FILES = ("recipe.json", "report.md", "candidates.png", "sensitivity.json")
+OUTPUT_FILES = ("recipe.json", "report.md", "candidates.png", "sensitivity.json", "convert.log")
 MIN_TUNE_PHOTOS = 4
 
 
@@ -51,6 +51,7 @@ def sensitivity(target: str, out_dir: str | Path, model: str | None = None, cali
     import torch
 
     from ..models import DEFAULT_MODEL, MattingPipeline, load_model
+    from ..console import ConverterOutput
     from ..export import make_provenance
     from ..io import check_target, install, output_lock, staging
     from ..models.recenter import plain_form
@@ -104,14 +105,17 @@ def sensitivity(target: str, out_dir: str | Path, model: str | None = None, cali
                 refs = [pipeline(torch.from_numpy(x)).numpy() for x in xs]
             sets[key] = work / f"{key}.npz"
             save_photo_set(sets[key], [n for n, _ in ps], xs, refs)
-        feeds = role_inputs(source, "fused", calib_set.photos, calibration.max_photos)
-        trials = rt.sensitivity_trials(source, feeds, prov, work / "trials", calibration, model or "")
-        stats = {s.path: s for s in layer_stats(source.graph("fused"), [tuple(f.values()) for f in feeds[:2]])}
-        units = [Unit(u["path"], u["macs"], u["ops"], u.get("joined", []), stats=stats.get(u["path"]))
-                 for u in trials.units()]
-        with TrialPool(trials, target, sets, workers=workers, executor=executor) as pool:
-            result = search(source, target, trials, pool, units, calibration, targets, budget_min * 60, work, progress, log,
-                            has_holdout="holdout" in sets, latency_rounds=latency_rounds)
+        # the converters' and quantizers' own output (progress bars, delegate lines), the workers'
+        # included (they inherit the redirected descriptors), goes to convert.log
+        with ConverterOutput(stage / "convert.log"):
+            feeds = role_inputs(source, "fused", calib_set.photos, calibration.max_photos)
+            trials = rt.sensitivity_trials(source, feeds, prov, work / "trials", calibration, model or "")
+            stats = {s.path: s for s in layer_stats(source.graph("fused"), [tuple(f.values()) for f in feeds[:2]])}
+            units = [Unit(u["path"], u["macs"], u["ops"], u.get("joined", []), stats=stats.get(u["path"]))
+                     for u in trials.units()]
+            with TrialPool(trials, target, sets, workers=workers, executor=executor) as pool:
+                result = search(source, target, trials, pool, units, calibration, targets, budget_min * 60, work, progress, log,
+                                has_holdout="holdout" in sets, latency_rounds=latency_rounds)
         result.photos = {"calibration": [n for n, _ in calib_set.photos], "tune": [n for n, _ in tune],
                          "holdout": [n for n, _ in held]}
         result.notes.insert(0, f"model {pipeline.model_info.name} ({pipeline.model_info.weights_sha256[:12]}); calibration: "
