@@ -9,7 +9,7 @@ half of each family's photos (a hash split) and the table judges on the other ha
 variant saw. NNCF's accuracy control gets the same metric as its validation function, the worse of
 the median and the worst photo against the targets (`min(median, worst + (target - photo_target))`,
 the float model's capped at 60), and max_drop 60 - target: it stops when both hold on its
-validation photos, which are tuning photos. It needs `nncf` (`pip install nncf`), and its graph
+validation photos, which are tuning photos. It needs `nncf` (`.venv/bin/pip install -e ".[compare]"`), and its graph
 with Constant nodes moved into initializers (it fails on them otherwise).
 """
 

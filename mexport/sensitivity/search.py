@@ -41,6 +41,7 @@ FOCUS_PHOTOS = 6
 RANKING_SHARE = 0.3  # of the budget, for the per-layer ranking against naive int8
 TOP_ALONE = 6
 SEARCH_SHARE = 0.88
+MAX_TIMED = 12  # candidates timed on the runtime (all of them on a short search path)
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,8 @@ def search(pipeline, target: str, trials, pool: TrialPool, units: list[Unit], ca
         c.met = targets.met(c.tune, targets.margin_db)
 
     # 6. latency on the runtime of the candidates that met the targets (and the path for the plot)
-    timed = [naive] + [c for c in candidates if c.met] + [c for c in candidates if not c.met][-4:]
+    timed = [naive] + (candidates if len(candidates) <= MAX_TIMED else
+                       [c for c in candidates if c.met] + [c for c in candidates if not c.met][-(MAX_TIMED // 2):])
     timed = list({id(c): c for c in timed}.values())
     fp32_latency = _time(trials, target, timed, out_dir, latency_rounds, progress)
     ok = [c for c in timed if c.met and c.latency]
@@ -326,6 +328,7 @@ def _annotated(c: Candidate, units: list[Unit], calibration: Calibration, target
     for p in c.floats:
         u = by[p]
         cause = u.stats.cause() if u.stats else "no weights: " + ", ".join(u.ops)
-        why.append(f"{p}: float (+{u.gain_db:.1f} dB worst-case score kept alone in float; {cause})")
+        gain = "" if u.gain_db is None else f"alone in float {u.gain_db:+.1f} dB on the worst tuning photos; "
+        why.append(f"{p}: float ({gain}{cause})")
     return recipe_for(c.floats, units, calibration, f"{target}-sensitivity",
                       notes="found by `mexport sensitivity`; " + ("; ".join(why) if why else "every layer int8"))
