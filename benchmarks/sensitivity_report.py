@@ -3,6 +3,7 @@ declarations, side by side on the same photos and metric: naive int8, OpenVINO N
 control, and `mexport sensitivity`'s recipe, all on onnxruntime.
 
     .venv/bin/python benchmarks/sensitivity_report.py --data ../shared/data
+    .venv/bin/python benchmarks/sensitivity_report.py --data ../shared/data --target tflite   # reports/sensitivity_tflite.md
 
 Every variant is calibrated on scikit-image's six calibration photos. mexport's search tunes on
 half of each family's photos (a hash split) and the table judges on the other half, which no
@@ -60,8 +61,13 @@ def main() -> None:
     ap.add_argument("--min-photo-psnr", type=float, default=30.0)
     ap.add_argument("--nncf-photos", type=int, default=8, help="tuning photos NNCF validates on (its search re-runs them hundreds of times)")
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--out", type=Path, default=ROOT / "reports/sensitivity.md")
+    ap.add_argument("--target", default="onnx", choices=("onnx", "tflite"),
+                    help="tflite: mexport's search alone (NNCF's accuracy control is ONNX only)")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if args.target == "tflite":
+        return tflite_only(args)
+    args.out = args.out or ROOT / "reports/sensitivity.md"
 
     import nncf
     import onnx
@@ -81,83 +87,80 @@ def main() -> None:
     from mexport.validate.accuracy import load_gt_samples
 
     work = Path(tempfile.mkdtemp(prefix="mexport-sensitivity-report-"))
-    try:
-        evals = tuple(args.data / f for f in FAMILIES)
-        # 1. mexport's search
-        t0 = time.perf_counter()
-        res = api.sensitivity("onnx", work / "mexport", evals=evals, median_db=args.target_psnr, photo_db=args.min_photo_psnr,
-                              budget_min=args.budget_min, log=print)
-        mexport_s = time.perf_counter() - t0
-        tune, held = res.photos["tune"], res.photos["holdout"]
-        pipeline = api.load_pipeline(None)
-        everything = {n: a for d in evals for n, a in folder_photos(d)}
+    evals = tuple(args.data / f for f in FAMILIES)
+    # 1. mexport's search
+    t0 = time.perf_counter()
+    res = api.sensitivity("onnx", work / "mexport", evals=evals, median_db=args.target_psnr, photo_db=args.min_photo_psnr,
+                          budget_min=args.budget_min, log=print)
+    mexport_s = time.perf_counter() - t0
+    tune, held = res.photos["tune"], res.photos["holdout"]
+    pipeline = api.load_pipeline(None)
+    everything = {n: a for d in evals for n, a in folder_photos(d)}
 
-        def tensors(names):
-            xs = [prepare(everything[n], pipeline.spec)[0] for n in names]
-            with torch.inference_mode():
-                return xs, [pipeline(torch.from_numpy(x)).numpy() for x in xs]
+    def tensors(names):
+        xs = [prepare(everything[n], pipeline.spec)[0] for n in names]
+        with torch.inference_mode():
+            return xs, [pipeline(torch.from_numpy(x)).numpy() for x in xs]
 
-        # 2. the artifacts: fp32, naive int8, mexport's recipe (the export as a user runs it)
-        naive_recipe = work / "naive.json"
-        naive_recipe.write_text(res.naive.recipe.to_json())
-        files = {}
-        for label, precision, recipe in (("fp32", "fp32", None), ("naive int8", "int8", naive_recipe),
-                                         ("mexport sensitivity", "int8", work / "mexport" / "recipe.json")):
-            out = work / label.replace(" ", "-")
-            api.export("onnx", out, precision=precision, target_options={"check": False, **({"recipe": recipe} if recipe else {})},
-                       roles=("fused",))
-            files[label] = out / "fused.onnx"
+    # 2. the artifacts: fp32, naive int8, mexport's recipe (the export as a user runs it)
+    naive_recipe = work / "naive.json"
+    naive_recipe.write_text(res.naive.recipe.to_json())
+    files = {}
+    for label, precision, recipe in (("fp32", "fp32", None), ("naive int8", "int8", naive_recipe),
+                                     ("mexport sensitivity", "int8", work / "mexport" / "recipe.json")):
+        out = work / label.replace(" ", "-")
+        api.export("onnx", out, precision=precision, target_options={"check": False, **({"recipe": recipe} if recipe else {})},
+                   roles=("fused",))
+        files[label] = out / "fused.onnx"
 
-        # 3. NNCF: plain quantize, and accuracy control with the same metric and targets
-        rt = get_runtime("onnx")
-        calib = load_calibration(None)
-        feeds = role_inputs(plain_form(pipeline), "fused", calib.photos, 32)
-        float_model = constants_to_initializers(onnx.load(files["fp32"]))
-        by_family = {f: [n for n in tune if n.startswith(f + "/")] for f in FAMILIES}
-        val_names = [n for i in range(len(tune)) for f in FAMILIES for n in by_family[f][i:i + 1]][:args.nncf_photos]
-        vxs, vrefs = tensors(val_names)
-        margin = args.target_psnr - args.min_photo_psnr
+    # 3. NNCF: plain quantize, and accuracy control with the same metric and targets
+    rt = get_runtime("onnx")
+    calib = load_calibration(None)
+    feeds = role_inputs(plain_form(pipeline), "fused", calib.photos, 32)
+    float_model = constants_to_initializers(onnx.load(files["fp32"]))
+    by_family = {f: [n for n in tune if n.startswith(f + "/")] for f in FAMILIES}
+    val_names = [n for i in range(len(tune)) for f in FAMILIES for n in by_family[f][i:i + 1]][:args.nncf_photos]
+    vxs, vrefs = tensors(val_names)
+    margin = args.target_psnr - args.min_photo_psnr
 
-        def validation_fn(model, data):
-            import onnxruntime as ort
+    def validation_fn(model, data):
+        import onnxruntime as ort
 
-            s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-            vals = [metrics.alpha_psnr(s.run(None, {"image": x})[0], r) for x, r in data]
-            return float(min(np.median(vals), min(vals) + margin, CAP))
+        s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        vals = [metrics.alpha_psnr(s.run(None, {"image": x})[0], r) for x, r in data]
+        return float(min(np.median(vals), min(vals) + margin, CAP))
 
-        cal_ds = nncf.Dataset(feeds, lambda f: f)
-        val_ds = nncf.Dataset(list(zip(vxs, vrefs)), lambda item: {"image": item[0]})
-        prov = make_provenance(pipeline, rt, "fused", rt.Options(precision="int8"), None, calib)
-        nncf_s = {}
-        for label, fn in (("NNCF quantize", lambda: nncf.quantize(float_model, cal_ds, subset_size=len(feeds))),
-                          ("NNCF accuracy control", lambda: nncf.quantize_with_accuracy_control(
-                              float_model, cal_ds, val_ds, validation_fn, max_drop=CAP - args.target_psnr,
-                              drop_type=nncf.DropType.ABSOLUTE, subset_size=len(feeds)))):
-            t = time.perf_counter()
-            q = fn()
-            nncf_s[label] = time.perf_counter() - t
-            set_provenance(q, prov)
-            path = work / (label.replace(" ", "-") + ".onnx")
-            onnx.save(q, path)
-            files[label] = path
+    cal_ds = nncf.Dataset(feeds, lambda f: f)
+    val_ds = nncf.Dataset(list(zip(vxs, vrefs)), lambda item: {"image": item[0]})
+    prov = make_provenance(pipeline, rt, "fused", rt.Options(precision="int8"), None, calib)
+    nncf_s = {}
+    for label, fn in (("NNCF quantize", lambda: nncf.quantize(float_model, cal_ds, subset_size=len(feeds))),
+                      ("NNCF accuracy control", lambda: nncf.quantize_with_accuracy_control(
+                          float_model, cal_ds, val_ds, validation_fn, max_drop=CAP - args.target_psnr,
+                          drop_type=nncf.DropType.ABSOLUTE, subset_size=len(feeds)))):
+        t = time.perf_counter()
+        q = fn()
+        nncf_s[label] = time.perf_counter() - t
+        set_provenance(q, prov)
+        path = work / (label.replace(" ", "-") + ".onnx")
+        onnx.save(q, path)
+        files[label] = path
 
-        # 4. held-out photos: fidelity vs float, SAD vs ground truth
-        hxs, hrefs = tensors(held)
-        gts = {f"{d.name}/{s.name}": s for d in evals for s in load_gt_samples(d)}
-        rows = {}
-        for label, path in files.items():
-            r = OnnxRunner(path, threads=2)
-            ps = psnrs(r, hxs, hrefs)
-            sads = []
-            for n, x in zip(held, hxs):
-                placement = prepare(everything[n], pipeline.spec)[1]
-                sads.append(metrics.sad(restore(r(x), placement, pipeline.spec), gts[n].alpha))
-            worst = int(np.argmin(ps))
-            rows[label] = {"median": float(np.median(ps)), "worst": ps[worst], "worst_photo": held[worst], "sad": float(np.mean(sads))}
-        # 5. latency, interleaved, one process per artifact
-        lat = interleaved_latency([Subject(k, paths=(str(v),)) for k, v in files.items()], threads=(1, 2), rounds=args.rounds)
-    finally:
-        pass
+    # 4. held-out photos: fidelity vs float, SAD vs ground truth
+    hxs, hrefs = tensors(held)
+    gts = {f"{d.name}/{s.name}": s for d in evals for s in load_gt_samples(d)}
+    rows = {}
+    for label, path in files.items():
+        r = OnnxRunner(path, threads=2)
+        ps = psnrs(r, hxs, hrefs)
+        sads = []
+        for n, x in zip(held, hxs):
+            placement = prepare(everything[n], pipeline.spec)[1]
+            sads.append(metrics.sad(restore(r(x), placement, pipeline.spec), gts[n].alpha))
+        worst = int(np.argmin(ps))
+        rows[label] = {"median": float(np.median(ps)), "worst": ps[worst], "worst_photo": held[worst], "sad": float(np.mean(sads))}
+    # 5. latency, interleaved, one process per artifact
+    lat = interleaved_latency([Subject(k, paths=(str(v),)) for k, v in files.items()], threads=(1, 2), rounds=args.rounds)
 
     naive1 = lat["naive int8"]["threads"][1]["p50_ms"]
     searched = {"mexport sensitivity": mexport_s, **nncf_s}
@@ -189,6 +192,26 @@ def main() -> None:
     shutil.copy(work / "mexport" / "recipe.json", args.out.with_name("sensitivity_recipe.json"))
     shutil.rmtree(work, ignore_errors=True)
     print(f"wrote {args.out}")
+
+
+def tflite_only(args) -> None:
+    """The search on LiteRT, its own report as it wrote it, under a header naming this command."""
+    from mexport import api
+
+    out = args.out or ROOT / "reports/sensitivity_tflite.md"
+    work = Path(tempfile.mkdtemp(prefix="mexport-sensitivity-report-"))
+    try:
+        api.sensitivity("tflite", work / "s", evals=tuple(args.data / f for f in FAMILIES), median_db=args.target_psnr,
+                        photo_db=args.min_photo_psnr, budget_min=args.budget_min, log=print)
+        body = (work / "s" / "report.md").read_text().split("\n", 2)[2].replace("](candidates.png)", f"]({out.stem}.png)")
+        out.write_text(f"# int8 by search on LiteRT: `mexport sensitivity --target tflite`\n\nMade by `.venv/bin/python "
+                       f"benchmarks/sensitivity_report.py --data {args.data} --target tflite`, on the reference model with no int8 "
+                       f"declarations used (the search starts from naive int8).\n\n" + body)
+        shutil.copy(work / "s" / "candidates.png", out.with_suffix(".png"))
+        shutil.copy(work / "s" / "recipe.json", out.with_name(out.stem + "_recipe.json"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
