@@ -175,7 +175,7 @@ def main() -> None:
              f"{args.target_psnr:g} dB and every photo ≥ {args.min_photo_psnr:g} dB. Judged on the {len(held)} held-out photos "
              f"below, which no variant tuned on; `mexport sensitivity` tuned on {len(tune)} others, NNCF validated on "
              f"{len(val_names)} of those ({', '.join(val_names)}), for at most {args.nncf_iterations} iterations of its "
-             f"accuracy control (left to run, 34 reverted operations in 25 minutes had not moved its metric: drop 40.4 dB "
+             f"accuracy control (left to run, 34 iterations reverting 1-2 operations each took 25 minutes and left its metric drop at 40.4 dB "
              f"against the 22 it needs). Latency: onnxruntime CPU, one process per artifact, "
              f"interleaved, {args.rounds} rounds, p50.", "",
              "| variant | held-out median (dB) | worst (dB) | worst photo | SAD vs ground truth (mean) | p50 1 thr (ms) | p50 2 thr (ms) | × naive (1 thr) | search time |",
