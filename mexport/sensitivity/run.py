@@ -114,7 +114,7 @@ def sensitivity(target: str, out_dir: str | Path, model: str | None = None, cali
             units = [Unit(u["path"], u["macs"], u["ops"], u.get("joined", []), stats=stats.get(u["path"]))
                      for u in trials.units()]
             with TrialPool(trials, target, sets, workers=workers, executor=executor) as pool:
-                result = search(source, target, trials, pool, units, calibration, targets, budget_min * 60, work, progress, log,
+                result = search(target, trials, pool, units, calibration, targets, budget_min * 60, progress, log,
                                 has_holdout="holdout" in sets, latency_rounds=latency_rounds)
         result.photos = {"calibration": [n for n, _ in calib_set.photos], "tune": [n for n, _ in tune],
                          "holdout": [n for n, _ in held]}

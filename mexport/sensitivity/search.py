@@ -162,8 +162,8 @@ def _alone_recipe(u: Unit, units: list[Unit], calibration: Calibration, name: st
     return Recipe(name=name, default="float", calibration=calibration, layers=layers)
 
 
-def search(pipeline, target: str, trials, pool: TrialPool, units: list[Unit], calibration: Calibration, targets: Targets,
-           budget_s: float, out_dir: Path, progress: Callable[..., Any] | None = None, log: Callable[[str], Any] = lambda s: None,
+def search(target: str, trials, pool: TrialPool, units: list[Unit], calibration: Calibration, targets: Targets,
+           budget_s: float, progress: Callable[..., Any] | None = None, log: Callable[[str], Any] = lambda s: None,
            has_holdout: bool = True, latency_rounds: int = 10) -> SearchResult:
     t0 = time.monotonic()
     deadline = t0 + budget_s * SEARCH_SHARE  # the rest: timing the candidates, the held-out photos
@@ -282,7 +282,7 @@ def search(pipeline, target: str, trials, pool: TrialPool, units: list[Unit], ca
     timed = [naive] + (candidates if len(candidates) <= MAX_TIMED else
                        [c for c in candidates if c.met] + [c for c in candidates if not c.met][-(MAX_TIMED // 2):])
     timed = list({id(c): c for c in timed}.values())
-    fp32_latency = _time(trials, target, timed, out_dir, latency_rounds, progress)
+    fp32_latency = _time(trials, target, timed, latency_rounds, progress)
     ok = [c for c in timed if c.met and c.latency]
     chosen = min(ok, key=lambda c: c.latency.get(1, math.inf)) if ok else (best if best is not naive else None)
     if chosen is None and naive.met:
@@ -296,7 +296,7 @@ def search(pipeline, target: str, trials, pool: TrialPool, units: list[Unit], ca
                         pool.trials_run, notes)
 
 
-def _time(trials, target: str, cands: list[Candidate], out_dir: Path, rounds: int, progress) -> dict[int, float]:
+def _time(trials, target: str, cands: list[Candidate], rounds: int, progress) -> dict[int, float]:
     import tempfile
 
     from ..runtimes import get_runtime

@@ -21,6 +21,8 @@ from ...quantize.recipe import Recipe
 # onnxruntime fuses them into the int8 kernel, and keeping one in float breaks that fusion.
 WEIGHTED = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish", "Sigmoid", "Tanh", "PRelu")
+_LOADED: dict[tuple[str, str], Any] = {}  # per process: the float graph and calibration inputs
+
 NOT_QUANTIZED = ("Constant", "Shape", "Gather", "Unsqueeze", "Reshape", "Flatten", "Identity")
 
 
@@ -70,7 +72,8 @@ class OnnxTrials:
         inits = {i.name: i for i in model.graph.initializer}
         made_by: dict[str, str] = {}
         units: dict[str, dict[str, Any]] = {}
-        for node, path in zip(model.graph.node, node_module_paths(model)):
+        paths = node_module_paths(model)
+        for node, path in zip(model.graph.node, paths):
             for o in node.output:
                 made_by[o] = path
             if not path or node.op_type in NOT_QUANTIZED:
@@ -92,7 +95,7 @@ class OnnxTrials:
             u = units[path]
             parent_of_others = any(p.startswith(path + ".") for p in units)
             if set(u["ops"]) <= set(ACTIVATIONS) and not parent_of_others:
-                node = next(n for n, p in zip(model.graph.node, node_module_paths(model)) if p == path)
+                node = next(n for n, p in zip(model.graph.node, paths) if p == path)
                 owner = made_by.get(node.input[0])
                 if owner in units and owner != path:
                     units[owner].setdefault("joined", []).append(path)
@@ -104,7 +107,22 @@ class OnnxTrials:
     def _cache(self) -> Path:
         return self._calibrated(Recipe(name="calibrate", calibration=self.calibration))
 
+    def _float_model(self):
+        """The float graph, loaded once per process (every trial quantizes a copy of it)."""
+        import onnx
+
+        key = ("float", str(self.workdir))
+        if key not in _LOADED:
+            _LOADED[key] = onnx.load(self.workdir / "float.onnx")
+        return _LOADED[key]
+
     def _feeds(self) -> list[dict]:
+        key = ("feeds", str(self.feeds_file))
+        if key not in _LOADED:
+            _LOADED[key] = self._read_feeds()
+        return _LOADED[key]
+
+    def _read_feeds(self) -> list[dict]:
         import numpy as np
 
         data = np.load(self.feeds_file)
@@ -116,8 +134,6 @@ class OnnxTrials:
 
     def _calibrated(self, recipe: Recipe) -> Path:
         """The calibration cache for the recipe's calibration settings (one per method)."""
-        import onnx
-
         from .quantize import quantize_static
 
         c = recipe.calibration
@@ -125,7 +141,7 @@ class OnnxTrials:
         cache = self.workdir / f"ranges-{key}.json"
         if not cache.is_file():
             tmp = cache.with_suffix(f".{os.getpid()}.json")
-            quantize_static(onnx.load(self.workdir / "float.onnx"), self._feeds()[:c.max_photos], recipe, calibration_cache=tmp)
+            quantize_static(self._float_model(), self._feeds()[:c.max_photos], recipe, calibration_cache=tmp)
             os.replace(tmp, cache)
         return cache
 
@@ -153,7 +169,7 @@ class OnnxTrials:
 
             raise InputError("the ONNX trials do not split convs (split_inputs)")
         cache = self._calibrated(recipe)
-        model = quantize_static(onnx.load(self.workdir / "float.onnx"), self._feeds()[:1], recipe, calibration_cache=cache)
+        model = quantize_static(self._float_model(), self._feeds()[:1], recipe, calibration_cache=cache)
         set_provenance(model, dataclasses.replace(self.provenance, recipe=f"{recipe.name}:{recipe.sha256()[:16]}"))
         path.parent.mkdir(parents=True, exist_ok=True)
         onnx.save(model, path)
