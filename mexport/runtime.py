@@ -150,7 +150,13 @@ class Runtime(ABC):
         """A picklable trial builder for `mexport sensitivity` (``units()``, ``build(recipe, path)``,
         ``build_float(path)``), prepared in ``workdir``; ``model_ref`` loads ``pipeline`` again in a
         worker process. Runtimes without one refuse here."""
-        raise InputError(f"mexport sensitivity does not search {self.name} yet; valid targets: {', '.join(searchable_runtimes()) or 'none'}")
+        self.require_searchable()
+        raise NotImplementedError  # a searchable runtime overrides this method
+
+    def require_searchable(self) -> None:
+        """An InputError naming the targets `mexport sensitivity` searches, unless this is one."""
+        if not self.searchable:
+            raise InputError(f"mexport sensitivity does not search {self.name} yet; valid targets: {', '.join(searchable_runtimes()) or 'none'}")
 
     @property
     def searchable(self) -> bool:

@@ -64,8 +64,7 @@ def sensitivity(target: str, out_dir: str | Path, model: str | None = None, cali
     from .trials import TrialPool, save_photo_set
 
     rt = get_runtime(target)
-    if not rt.searchable:
-        rt.sensitivity_trials(None, [], None, Path(), None, "")  # raises: which targets it searches
+    rt.require_searchable()
     if budget_min <= 0:
         raise InputError("--budget-min must be > 0")
     out_dir = Path(out_dir)
