@@ -423,6 +423,20 @@ def sensitivity(target: str, out: str | Path, model: str | None = None, calib: P
                workers=workers, executor=executor, progress=progress, log=log)
 
 
+def doctor(model: str | None = None, targets: list[str] | None = None, roles: tuple[str, ...] = ("fused",)) -> list:
+    """Preflight findings (:class:`mexport.preflight.Finding`) for ``targets`` (default: every
+    runtime that exports)."""
+    from .preflight import preflight
+    from .runtimes import get_runtime, names as runtime_names
+
+    names = list(targets) if targets else runtime_names()
+    for n in names:
+        get_runtime(n)  # an unknown name errors with the valid ones
+    pipeline = load_pipeline(model)
+    roles = tuple(r for r in roles if r in pipeline.roles())
+    return preflight(pipeline, names, roles)
+
+
 def sensitivity_json(result) -> dict:
     from .sensitivity.report import result_json
 

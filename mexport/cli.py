@@ -527,6 +527,29 @@ def sensitivity(target, model, calib, evals, holdout, target_psnr, min_photo_psn
     sys.exit(0 if result.passed else 1)
 
 
+@main.command()
+@model_option
+@click.option("--target", "-t", "targets", multiple=True, help="Runtime(s) to check (repeatable; default: every exporting runtime).")
+@click.option("--role", "roles", multiple=True, type=click.Choice(["fused", "coarse", "refine"]), help="Graph(s) to check (default: fused).")
+@output_options
+@handle_errors
+def doctor(model, targets, roles, as_json, quiet):
+    """Preflight: capture the model's graphs and say what will not convert, what will not run on the
+    delegate and which rewrites the exports apply, with module paths and source lines; exit 1 if
+    something will not convert."""
+    findings = api.doctor(model=model, targets=targets or None, roles=tuple(roles) or ("fused",))
+    errors = [f for f in findings if f.severity == "error"]
+    if as_json:
+        click.echo(api.to_json([vars(f) for f in findings]))
+    elif not quiet:
+        for f in findings:
+            click.echo(f.line())
+        counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "rewrite")}
+        click.echo(f"doctor: {counts['error']} error(s), {counts['warning']} warning(s), {counts['rewrite']} rewrite(s) the exports apply"
+                   + ("" if findings else " -- nothing to fix"))
+    sys.exit(1 if errors else 0)
+
+
 @main.command("train-refiner")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The folder holding alphamatting/, portraits-p3m/ and animals-am2k/ (../shared/data).")

@@ -153,6 +153,12 @@ class Runtime(ABC):
         self.require_searchable()
         raise NotImplementedError  # a searchable runtime overrides this method
 
+    def preflight(self, program, module, args: tuple, role: str) -> list:
+        """What this target will not convert, or not run on its delegate, in a captured role graph
+        (``mexport.preflight.Finding`` list; the exported program and the module it came from).
+        Nothing by default."""
+        return []
+
     def require_searchable(self) -> None:
         """An InputError naming the targets `mexport sensitivity` searches, unless this is one."""
         if not self.searchable:

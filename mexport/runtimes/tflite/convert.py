@@ -90,18 +90,26 @@ def wide_concat_convs(module, inputs: tuple) -> dict[str, list[tuple[int, int]]]
 
 
 def export_module(pipeline, role: str, options: TfliteOptions):
-    """The module handed to litert-torch: a copy of the role graph wrapped by NamedGraph (the
-    user's pipeline is not touched), and the convs fed by a concat wider than XNNPACK takes.
+    """The module handed to litert-torch: a copy of the role graph (the user's pipeline is not
+    touched), captured at the spec's fixed shapes (``mexport.capture``) and rewritten into ops
+    XNNPACK takes (``rewrites``), wrapped by NamedGraph; the convs fed by a concat wider than
+    XNNPACK takes; and one line per rewrite applied.
 
     Those are reported, not rewritten: swapping the conv for a sum of convs over channel groups of the concat (same maths) was measured to leave
     the concat in place (litert-torch 0.10 does not fold the slices into it), adding SLICE and ADD
     nodes and an int8 ADD fallback. The concat before U^2-Net-p's `fuse` stays a builtin-kernel
     node (320x320x6, a small share of the run time; see reports/tflite.md)."""
+    from ...capture import capture
+    from .rewrites import xnnpack_rewrites
+
     NamedGraph = _wrapper_class()
     graph = copy.deepcopy(pipeline.graph(role)).eval()
-    wide = wide_concat_convs(graph, pipeline.example_inputs(role))
+    args = pipeline.example_inputs(role)
+    wide = wide_concat_convs(graph, args)
+    captured = capture(graph, args)  # shape arithmetic on tensors, folded at the spec's sizes
+    graph, rewrites = xnnpack_rewrites(captured.module, args, int8=options.precision == "int8")
     wrapper = NamedGraph(graph, pipeline.input_names(role), pipeline.output_name(role), options.layout, options.input == "uint8").eval()
-    return wrapper, wide
+    return wrapper, wide, captured.rewrites + rewrites
 
 
 def quantization_pipeline(pipeline, options: TfliteOptions, recipe=None):

@@ -52,7 +52,7 @@ class TfliteRuntime(Runtime):
         from .inspection import check_precision, inspect
 
         pipeline = quantization_pipeline(pipeline, options, recipe)
-        module, swaps = export_module(pipeline, role, options)
+        module, swaps, rewrites = export_module(pipeline, role, options)
         data = litert_convert(module, role, sample_inputs(pipeline, role, options))
         out = model_t(data).subgraphs[0]
         check_output_shape(pipeline, role, out.tensors[out.outputs[0]].shape, options.layout)
@@ -79,11 +79,17 @@ class TfliteRuntime(Runtime):
         path.write_bytes(data)
         facts = inspect(data)
         facts["wide_concats_before_conv"] = {k: v for k, v in swaps.items()}
+        facts["rewrites"] = rewrites
         if selection:
             facts["recipe_selection"] = selection
         if not kept_float:
             check_precision(facts, options.precision, role)
         return facts
+
+    def preflight(self, program, module, args, role):
+        from .preflight import preflight
+
+        return preflight(program, module, args, role)
 
     def sensitivity_trials(self, pipeline, feeds, provenance, workdir, calibration, model_ref):
         from .sensitivity import TfliteTrials
@@ -110,7 +116,9 @@ class TfliteRuntime(Runtime):
         import ai_edge_litert.interpreter  # noqa: F401
 
     def summary(self, facts: dict[str, Any]) -> list[str]:
-        return delegation_summary(facts, "on the builtin kernels")
+        rewrites = facts.get("rewrites") or []
+        return delegation_summary(facts, "on the builtin kernels") + (
+            [f"rewritten for XNNPACK / fixed shapes: {len(rewrites)} (check.json: rewrites)"] if rewrites else [])
 
     def describe(self, path: Path, provenance: Provenance) -> dict[str, Any]:
         from .describe import describe_tflite

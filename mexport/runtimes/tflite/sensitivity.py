@@ -35,7 +35,7 @@ class TfliteTrials:
 
         workdir.mkdir(parents=True, exist_ok=True)
         options = TfliteOptions(precision="int8")
-        module, _ = export_module(pipeline, "fused", options)
+        module, _, _ = export_module(pipeline, "fused", options)
         data = litert_convert(module, "fused", sample_inputs(pipeline, "fused", options))
         (workdir / "float.tflite").write_bytes(data)
         entries = [q.static_entry(per_channel=calibration.per_channel), q.float_entry(".*", "INPUT"), q.float_entry(".*", "OUTPUT")]

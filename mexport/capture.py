@@ -1,0 +1,176 @@
+"""Capture: a role graph as ``torch.export`` records it, at the spec's fixed shapes.
+
+Models converted from ONNX (onnx2torch) and some research code compute resize sizes and crop
+bounds with tensor maths on shapes (``torch.tensor(x.shape) * 2``, then ``.tolist()`` or
+``.item()``). At the spec's fixed shapes those values are constants, but ``torch.export``'s
+default (non-strict) tracing sees data-dependent scalars and stops ("Could not extract specialized
+integer from data-dependent expression"), and litert-torch with it. Dynamo's strict tracing gets
+through and records ``item`` nodes; :func:`specialize` then evaluates each one that depends on no
+input (only on shapes and constants) and puts its value in the graph, so the converters get a
+plain graph. torch has no pass for this (``torch.export`` keeps such scalars symbolic by design);
+it is written here. A scalar that does depend on the photo is a hard error naming the module and
+the source line: no fixed-shape graph can hold it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import operator
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConversionError
+
+# What torch.export says when tracing meets a scalar computed from a tensor.
+_DATA_DEPENDENT = ("data-dependent", "is not supported for tensor subclasses", "GuardOnDataDependentSymNode",
+                   "Could not guard on", "Could not extract specialized integer")
+
+
+@dataclass
+class Captured:
+    module: Any  # what converters get: the original module, or the specialized GraphModule
+    rewrites: list[str] = field(default_factory=list)  # what was done to it, one line each
+
+
+def is_data_dependent(e: BaseException) -> bool:
+    text = f"{type(e).__name__}: {e}"
+    return any(s in text for s in _DATA_DEPENDENT)
+
+
+def where(node) -> str:
+    """'module path (file:line)' of an exported node, for messages."""
+    stack = node.meta.get("nn_module_stack") or {}
+    path = list(stack.values())[-1][0] if stack else ""
+    path = re.sub(r"^L\['self'\]\.?", "", path)
+    path = re.sub(r"^(net\.)?(pipe\.)?", "", path) or "(top level)"
+    return f"{path} ({source_line(node)})" if source_line(node) else path
+
+
+def source_line(node) -> str:
+    """The last 'File "x.py", line N' of a node's stack trace that is not torch's own code."""
+    frames = re.findall(r'File "([^"]+)", line (\d+)', node.meta.get("stack_trace") or "")
+    frames = [(f, n) for f, n in frames if "/torch/" not in f]
+    return f"{frames[-1][0]}:{frames[-1][1]}" if frames else ""
+
+
+def capture(module, args: tuple, kwargs: dict | None = None) -> Captured:
+    """``module`` itself when torch.export traces it as is; else its specialized GraphModule."""
+    import torch
+
+    kwargs = kwargs or {}
+    try:
+        with _quiet():
+            torch.export.export(module, args, kwargs=kwargs, strict=False)
+        return Captured(module)
+    except Exception as e:
+        if not is_data_dependent(e):
+            raise
+    try:
+        with _quiet():
+            ep = torch.export.export(module, args, kwargs=kwargs, strict=True)
+    except Exception as e:
+        first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise ConversionError(f"the graph computes sizes from tensors and even torch.export's strict mode cannot trace it: {first[:300]}") from None
+    gm, notes = specialize(ep, args, kwargs)
+    return Captured(gm, notes)
+
+
+def graph_module(ep):
+    """``ep.module()``, which converters can put in eval mode: the module torch.export returns
+    refuses ``train()`` ("not supported yet"), and litert-torch and torch.onnx call ``eval()``."""
+    import types
+
+    gm = ep.module()
+    gm.train = types.MethodType(lambda self, mode=True: self, gm)
+    return gm
+
+
+@contextlib.contextmanager
+def _quiet():
+    """torch.export prints the whole FX graph on a data-dependent failure (logging, to stderr):
+    this module handles that failure, so the dump is noise."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def specialize(ep, args: tuple, kwargs: dict) -> tuple[Any, list[str]]:
+    """Replace every scalar the exported program reads out of a tensor (``item``) by its value
+    at these inputs, when it depends on no input; return the GraphModule and what was folded."""
+    import torch
+    from torch.fx import Interpreter
+    from torch.fx.node import map_arg
+
+    gm = graph_module(ep)
+    graph = gm.graph
+    inputs = [n for n in graph.nodes if n.op == "placeholder"]
+    tainted = set(inputs)
+    for n in graph.nodes:
+        if n.op == "call_function" and any(a in tainted for a in n.all_input_nodes):
+            tainted.add(n)
+    scalars = [n for n in graph.nodes if n.op == "call_function"
+               and n.target in (torch.ops.aten.item.default, torch.ops.aten._local_scalar_dense.default)]
+    if not scalars:
+        return gm, []
+    bad = [n for n in scalars if n in tainted]
+    if bad:
+        raise ConversionError(f"{where(bad[0])} reads a scalar out of a tensor computed from the input "
+                              f"(.item()/.tolist()/int() on data): no fixed-shape graph can hold it; compute it from "
+                              f"x.shape (Python ints) or keep it a tensor")
+    flat = [a for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+    interp = Interpreter(gm, garbage_collect_values=False)
+    with torch.no_grad():
+        interp.run(*flat)
+    values = {n: interp.env[n] for n in scalars}
+    folded = []
+    for n in scalars:
+        v = values[n]
+        v = v.item() if isinstance(v, torch.Tensor) else v
+        for user in list(n.users):
+            user.args = map_arg(user.args, lambda a, n=n, v=v: v if a is n else a)
+            user.kwargs = map_arg(user.kwargs, lambda a, n=n, v=v: v if a is n else a)
+        folded.append(f"{where(n)}: scalar computed from shapes specialized to {v} (its value at the spec's fixed sizes)")
+    _fold_constant_scalar_ops(graph)
+    graph.eliminate_dead_code()
+    gm.recompile()
+    return gm, folded
+
+
+def _asserts():
+    import torch
+
+    return {torch.ops.aten._assert_scalar.default, torch.ops.aten.sym_constrain_range_for_size.default,
+            torch.ops.aten._assert_async.msg}
+
+
+_SCALAR_OPS = (operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv, operator.mod,
+               operator.ge, operator.gt, operator.le, operator.lt, operator.eq, operator.ne, operator.neg)
+
+
+def _fold_constant_scalar_ops(graph) -> None:
+    """Python scalar maths (and the range asserts torch.export adds) whose inputs are now all
+    constants: evaluate it, pass the value on; asserts that hold are dropped."""
+    import math
+
+    from torch.fx.node import map_arg
+
+    asserts = _asserts()
+    for n in list(graph.nodes):  # in order: a folded value makes its users constant in turn
+        if n.op != "call_function" or n.all_input_nodes:
+            continue
+        target = n.target
+        name = getattr(target, "__name__", "")
+        if target in _SCALAR_OPS or name in ("sym_float", "sym_int", "sym_max", "sym_min", "sym_not") or target in (math.floor, math.ceil):
+            value = target(*n.args, **n.kwargs) if name not in ("sym_float", "sym_int") else (float if name == "sym_float" else int)(n.args[0])
+            for user in list(n.users):
+                user.args = map_arg(user.args, lambda a, n=n, v=value: v if a is n else a)
+                user.kwargs = map_arg(user.kwargs, lambda a, n=n, v=value: v if a is n else a)
+        elif target in asserts and not n.users:
+            graph.erase_node(n)

@@ -1,0 +1,56 @@
+"""Preflight (``mexport doctor``): capture each role graph once with ``torch.export``, as the
+exports will, and say before any slow step what will not convert, what will not run on the
+delegate, and which rewrites the export applies, each with the module path and source line.
+
+Runtime-neutral: what a target cannot take comes from the runtime (``Runtime.preflight``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SEVERITIES = ("error", "warning", "rewrite")
+
+
+@dataclass(frozen=True)
+class Finding:
+    target: str  # a runtime name, or "all"
+    role: str
+    severity: str  # error: will not convert; warning: converts, runs off the delegate; rewrite: applied by the export
+    where: str  # module path (file:line)
+    message: str
+    fix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}")
+
+    def line(self) -> str:
+        return f"{self.severity:8s} {self.target}/{self.role}: {self.where}: {self.message}" + (f" -- fix: {self.fix}" if self.fix else "")
+
+
+def preflight(pipeline, targets: list[str], roles: tuple[str, ...] = ("fused",)) -> list[Finding]:
+    import torch
+
+    from .capture import capture
+    from .errors import ConversionError
+    from .runtimes import get_runtime
+
+    findings: list[Finding] = []
+    for role in roles:
+        graph, args = pipeline.graph(role), pipeline.example_inputs(role)
+        try:
+            captured = capture(graph, args)
+        except ConversionError as e:
+            findings.append(Finding("all", role, "error", "capture", str(e)))
+            continue
+        except Exception as e:  # torch.export's own failure: its first line names the construct
+            first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            findings.append(Finding("all", role, "error", "capture", f"torch.export could not capture the graph: {first[:300]}"))
+            continue
+        # ONNX and Core ML trace such scalars themselves; litert-torch and ExecuTorch need them folded
+        findings += [Finding("tflite", role, "rewrite", *line.split(": ", 1)) for line in captured.rewrites if "tflite" in targets]
+        ep = torch.export.export(captured.module, args, strict=False)
+        for name in targets:
+            findings += get_runtime(name).preflight(ep, captured.module, args, role)
+    return findings

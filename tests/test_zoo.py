@@ -1,0 +1,113 @@
+"""The architecture zoo (tests/zoo/) through every target: fp32 on ONNX, LiteRT and Core ML within
+1e-4 of torch (Core ML on mexport's MIL executor), int8 on ONNX and LiteRT valid and fully
+delegated to XNNPACK, with the preflight naming what it rewrites. Fused graph only: the role
+graphs are the same code, tested on the reference model elsewhere."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mexport import api
+from mexport.cli import main
+from mexport.models import load_model
+from mexport.models.pipeline import MattingPipeline
+
+ZOO = ["mbv3_unet", "resnet_unet", "modnet_ibnorm", "convgru", "deep_guided_filter", "bgmv2_patch", "dim_trimap", "tensor_sizes"]
+FP32 = ["onnx", "tflite", "coreml"]
+
+
+def ref(name: str) -> str:
+    return f"tests.zoo.{name}:factory"
+
+
+def inputs(pipe: MattingPipeline) -> tuple[np.ndarray, ...]:
+    """Made-up inputs are fine here: this checks the converters' maths, not a matte's quality."""
+    g = torch.Generator().manual_seed(3)
+    img = torch.rand(1, 3, *pipe.spec.refine_size, generator=g)
+    extra = [torch.round(2 * torch.rand(1, e.channels, *pipe.spec.refine_size, generator=g)) / 2 for e in pipe.spec.extra_inputs]
+    return (img, *extra)
+
+
+@pytest.mark.parametrize("target", FP32)
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_fp32_matches_torch(tmp_path, name, target):
+    pipe = MattingPipeline(load_model(ref(name)))
+    out = tmp_path / target
+    # photos alone cannot feed a trimap model: the export-time check is this test's, on made-up trimaps
+    result = api.export(target, out=out, model=ref(name), precision="fp32", roles=("fused",), check=not pipe.spec.extra_inputs)
+    x = inputs(pipe)
+    with torch.no_grad():
+        want = pipe(*x).numpy()
+    with api.artifact_runner([result.files["fused"]]) as run:
+        got = run(*(t.numpy() for t in x))
+    assert np.abs(got - want).max() <= 1e-4, (name, target, float(np.abs(got - want).max()))
+    if target == "tflite":
+        x = result.facts["fused"]["xnnpack"]
+        # the one op left off XNNPACK in the zoo is tensor_sizes' stride-2 slice, which the preflight names
+        assert x["fallback"] == 0 or (name == "tensor_sizes" and set(x["fallback_ops"]) == {"STRIDED_SLICE"}), x
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+@pytest.mark.parametrize("name", [n for n in ZOO if n != "dim_trimap"])
+def test_zoo_int8_is_valid_and_delegated(tmp_path, name, target):
+    """Random weights: the fidelity gate is not the point (MODNet's random InstanceNorms give 26 dB);
+    int8 weights, a runnable model and full delegation are."""
+    result = api.export(target, out=tmp_path / target, model=ref(name), precision="int8", roles=("fused",), min_psnr=15.0)
+    pipe = MattingPipeline(load_model(ref(name)))
+    with api.artifact_runner([result.files["fused"]]) as run:
+        got = run(*(t.numpy() for t in inputs(pipe)))
+    assert got.shape == (1, 1, *pipe.spec.refine_size) and np.isfinite(got).all() and 0 <= got.min() and got.max() <= 1
+    facts = result.facts["fused"]
+    if target == "tflite":
+        assert facts["int8_weight_share"] > 0.9, facts["int8_weight_share"]
+        x = facts["xnnpack"]
+        assert x["fallback"] == 0 or (name == "tensor_sizes" and set(x["fallback_ops"]) == {"STRIDED_SLICE"}), x
+
+
+def test_sizes_from_tensors_export_to_tflite_unchanged_and_the_preflight_says_so():
+    r = CliRunner().invoke(main, ["doctor", "-m", ref("tensor_sizes"), "-t", "tflite"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    folded = [ln for ln in lines if ln.startswith("rewrite") and "specialized to" in ln]
+    assert len(folded) == 4 and all("tests/zoo/tensor_sizes.py:2" in ln for ln in folded), r.output
+    assert any(ln.startswith("warning") and "STRIDED_SLICE" in ln and "tensor_sizes.py:26" in ln for ln in lines), r.output
+
+
+def test_preflight_names_the_rewrites_with_module_and_line():
+    r = CliRunner().invoke(main, ["doctor", "-m", ref("resnet_unet"), "--json"])
+    assert r.exit_code == 0, r.output
+    found = json.loads(r.output)
+    rewrites = {f["where"]: f["message"] for f in found if f["severity"] == "rewrite"}
+    assert any(w.startswith("coarse.pool (") and "resnet_unet.py:28" in w for w in rewrites), rewrites
+    assert any("nearest upsample x2,2" in m for m in rewrites.values()), rewrites
+
+
+BAD = '''
+import torch
+from torch import nn
+from mexport import MattingModel, PipelineSpec
+
+class DataSized(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 3, padding=1)
+
+    def forward(self, x):
+        k = int((x.mean() * 4).item()) + 1
+        return torch.sigmoid(self.conv(x))[:, :, :k]
+
+def factory():
+    return MattingModel(coarse=DataSized(), spec=PipelineSpec(coarse_size=(32, 32), refine_size=(64, 64)))
+'''
+
+
+def test_a_size_computed_from_the_photo_is_an_error_naming_module_and_line(tmp_path):
+    f = tmp_path / "bad.py"
+    f.write_text(BAD)
+    r = CliRunner().invoke(main, ["doctor", "-m", f"{f}:factory", "-t", "tflite"])
+    assert r.exit_code == 1, r.output
+    err = [ln for ln in r.output.splitlines() if ln.startswith("error")]
+    assert err and "bad.py:12" in err[0] and "computed from the input" in err[0], r.output
