@@ -31,6 +31,14 @@ def inputs(pipe: MattingPipeline) -> tuple[np.ndarray, ...]:
     return (img, *extra)
 
 
+def run(path, x) -> np.ndarray:
+    runner = api.artifact_runner([path])
+    try:
+        return np.asarray(runner(*(t.numpy() for t in x)))
+    finally:
+        getattr(runner, "close", lambda: None)()
+
+
 @pytest.mark.parametrize("target", FP32)
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_fp32_matches_torch(tmp_path, name, target):
@@ -41,8 +49,7 @@ def test_zoo_fp32_matches_torch(tmp_path, name, target):
     x = inputs(pipe)
     with torch.no_grad():
         want = pipe(*x).numpy()
-    with api.artifact_runner([result.files["fused"]]) as run:
-        got = run(*(t.numpy() for t in x))
+    got = run(result.files["fused"], x)
     assert np.abs(got - want).max() <= 1e-4, (name, target, float(np.abs(got - want).max()))
     if target == "tflite":
         x = result.facts["fused"]["xnnpack"]
@@ -57,8 +64,7 @@ def test_zoo_int8_is_valid_and_delegated(tmp_path, name, target):
     int8 weights, a runnable model and full delegation are."""
     result = api.export(target, out=tmp_path / target, model=ref(name), precision="int8", roles=("fused",), min_psnr=15.0)
     pipe = MattingPipeline(load_model(ref(name)))
-    with api.artifact_runner([result.files["fused"]]) as run:
-        got = run(*(t.numpy() for t in inputs(pipe)))
+    got = run(result.files["fused"], inputs(pipe))
     assert got.shape == (1, 1, *pipe.spec.refine_size) and np.isfinite(got).all() and 0 <= got.min() and got.max() <= 1
     facts = result.facts["fused"]
     if target == "tflite":
@@ -111,3 +117,10 @@ def test_a_size_computed_from_the_photo_is_an_error_naming_module_and_line(tmp_p
     assert r.exit_code == 1, r.output
     err = [ln for ln in r.output.splitlines() if ln.startswith("error")]
     assert err and "bad.py:12" in err[0] and "computed from the input" in err[0], r.output
+
+
+def test_int8_of_a_trimap_model_is_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "o"
+    r = CliRunner().invoke(main, ["tflite", "--int8", "-m", ref("dim_trimap"), "-o", str(out)])
+    assert r.exit_code != 0 and "Traceback" not in r.output and "trimap" in r.output, r.output
+    assert not out.exists() or not any(out.iterdir())

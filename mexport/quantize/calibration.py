@@ -62,6 +62,9 @@ def role_inputs(pipeline, role: str, photos, max_photos: int | None = None) -> l
 
     from ..photos import prepare
 
+    if pipeline.spec.extra_inputs:  # made-up trimaps would calibrate ranges no real input has
+        raise InputError("int8 calibration needs this model's extra inputs (" + ", ".join(e.name for e in pipeline.spec.extra_inputs)
+                         + ") with each photo, which calibration photos do not give; export fp32 or fp16")
     names = pipeline.input_names(role)
     out = []
     for _, photo in list(photos)[:max_photos]:

@@ -5,7 +5,7 @@ composites itself (bilinear resizes), so asking it before converting gave false 
 
 from __future__ import annotations
 
-from ...capture import source_line, where
+from ...capture import where
 from ...preflight import Finding
 from .convert import XNNPACK_MAX_CONCAT_INPUTS
 
@@ -19,7 +19,7 @@ def preflight(program, module, args: tuple, role: str) -> list[Finding]:
 
     import torch
 
-    from .rewrites import INT8_PASSES, PASSES, graph_module
+    from .rewrites import INT8_PASSES, PASSES, graph_module, pads_with_inf
 
     out: list[Finding] = []
     gm = graph_module(program)
@@ -38,7 +38,7 @@ def preflight(program, module, args: tuple, role: str) -> list[Finding]:
         if name == "upsample_nearest2d":
             out.append(Finding("tflite", role, "warning", where(n), "nearest resize by a factor that is not a product of 2, 3 and 4 "
                                "becomes RESIZE_NEAREST_NEIGHBOR, which XNNPACK does not take", "resize by an integer factor, or bilinear"))
-        elif name == "max_pool2d" and len(n.args) > 3 and any([n.args[3]] * 2 if isinstance(n.args[3], int) else n.args[3]):
+        elif name == "max_pool2d" and pads_with_inf(n):
             out.append(Finding("tflite", role, "warning", where(n), "max pool with padding on an input that may be negative pads with "
                                "-inf (PADV2), which XNNPACK does not take", "put the pool after a ReLU (mexport then pads with 0), or pad explicitly"))
         elif name == "slice" and len(n.args) > 4 and n.args[4] not in (1, None):

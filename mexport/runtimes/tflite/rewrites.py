@@ -49,6 +49,23 @@ def _non_negative(node) -> bool:
     return node.target is torch.ops.aten.clamp_min.default and node.args[1] >= 0
 
 
+def _pair(v, default) -> list[int]:
+    v = default if v is None or v == [] else v
+    v = [v] * 2 if isinstance(v, int) else list(v)
+    return v * 2 if len(v) == 1 else v
+
+
+def pads_with_inf(n) -> bool:
+    """A max pool whose padding litert-torch spells as PADV2(-inf): padding that is not TFLite's
+    SAME (stride 1, odd kernel, padding k // 2 is SAME and stays one delegated MAX_POOL_2D)."""
+    args = list(n.args) + [None] * (6 - len(n.args))
+    kernel = _pair(args[1], 1)
+    stride, padding = _pair(args[2], kernel), _pair(args[3], 0)
+    if not any(padding):
+        return False
+    return not all(s == 1 and k % 2 == 1 and p == k // 2 for k, s, p in zip(kernel, stride, padding))
+
+
 def padded_max_pool(gm) -> list[str]:
     import torch
 
@@ -61,7 +78,7 @@ def padded_max_pool(gm) -> list[str]:
         padding = [padding] * 2 if isinstance(padding, int) else list(padding or [0, 0])
         if len(padding) == 1:
             padding = padding * 2
-        if not any(padding) or not _non_negative(x):
+        if not pads_with_inf(n) or not _non_negative(x):
             continue
         ph, pw = padding
         with gm.graph.inserting_before(n):
