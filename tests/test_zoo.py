@@ -12,11 +12,19 @@ from click.testing import CliRunner
 
 from mexport import api
 from mexport.cli import main
+from mexport.errors import CannotVerifyError
 from mexport.models import load_model
 from mexport.models.pipeline import MattingPipeline
 
 ZOO = ["mbv3_unet", "resnet_unet", "modnet_ibnorm", "convgru", "deep_guided_filter", "bgmv2_patch", "dim_trimap", "tensor_sizes"]
 FP32 = ["onnx", "tflite", "coreml"]
+# Measured gaps, left open in #18 (each is what XNNPACK leaves to the builtin kernels): a stride-2
+# slice (the preflight names it); DIM's torch.where on the trimap; int8 InstanceNorm's statistics;
+# int8 box filters that average only inside the image (count_include_pad=False, not a conv).
+OFF_DELEGATE = {("tensor_sizes", "fp32"): {"STRIDED_SLICE": 2}, ("tensor_sizes", "int8"): {"STRIDED_SLICE": 2},
+                ("dim_trimap", "fp32"): {"GREATER": 1, "LESS": 1, "SELECT_V2": 2},
+                ("modnet_ibnorm", "int8"): {"ADD": 7, "RELU": 7, "RSQRT": 7},
+                ("deep_guided_filter", "int8"): {"AVERAGE_POOL_2D": 4}}
 
 
 def ref(name: str) -> str:
@@ -42,6 +50,11 @@ def run(path, x) -> np.ndarray:
 @pytest.mark.parametrize("target", FP32)
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_fp32_matches_torch(tmp_path, name, target):
+    if (name, target) == ("dim_trimap", "coreml"):  # gap left open: the executor has no fill_like (torch.ones_like)
+        r = api.export(target, out=tmp_path / target, model=ref(name), precision="fp32", roles=("fused",), check=False)
+        with pytest.raises(CannotVerifyError, match="fill_like"):
+            run(r.files["fused"], inputs(MattingPipeline(load_model(ref(name)))))
+        return
     pipe = MattingPipeline(load_model(ref(name)))
     out = tmp_path / target
     # photos alone cannot feed a trimap model: the export-time check is this test's, on made-up trimaps
@@ -52,9 +65,7 @@ def test_zoo_fp32_matches_torch(tmp_path, name, target):
     got = run(result.files["fused"], x)
     assert np.abs(got - want).max() <= 1e-4, (name, target, float(np.abs(got - want).max()))
     if target == "tflite":
-        x = result.facts["fused"]["xnnpack"]
-        # the one op left off XNNPACK in the zoo is tensor_sizes' stride-2 slice, which the preflight names
-        assert x["fallback"] == 0 or (name == "tensor_sizes" and set(x["fallback_ops"]) == {"STRIDED_SLICE"}), x
+        assert result.facts["fused"]["xnnpack"]["fallback_ops"] == OFF_DELEGATE.get((name, "fp32"), {})
 
 
 @pytest.mark.parametrize("target", ["onnx", "tflite"])
@@ -69,8 +80,7 @@ def test_zoo_int8_is_valid_and_delegated(tmp_path, name, target):
     facts = result.facts["fused"]
     if target == "tflite":
         assert facts["int8_weight_share"] > 0.9, facts["int8_weight_share"]
-        x = facts["xnnpack"]
-        assert x["fallback"] == 0 or (name == "tensor_sizes" and set(x["fallback_ops"]) == {"STRIDED_SLICE"}), x
+        assert facts["xnnpack"]["fallback_ops"] == OFF_DELEGATE.get((name, "int8"), {})
 
 
 def test_sizes_from_tensors_export_to_tflite_unchanged_and_the_preflight_says_so():
