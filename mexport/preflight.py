@@ -7,26 +7,9 @@ Runtime-neutral: what a target cannot take comes from the runtime (``Runtime.pre
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .findings import Finding
 
-SEVERITIES = ("error", "warning", "rewrite")
-
-
-@dataclass(frozen=True)
-class Finding:
-    target: str  # a runtime name, or "all"
-    role: str
-    severity: str  # error: will not convert; warning: converts, runs off the delegate; rewrite: applied by the export
-    where: str  # module path (file:line)
-    message: str
-    fix: str = ""
-
-    def __post_init__(self) -> None:
-        if self.severity not in SEVERITIES:
-            raise ValueError(f"severity must be one of {SEVERITIES}")
-
-    def line(self) -> str:
-        return f"{self.severity:8s} {self.target}/{self.role}: {self.where}: {self.message}" + (f" -- fix: {self.fix}" if self.fix else "")
+__all__ = ["Finding", "preflight"]
 
 
 def preflight(pipeline, targets: list[str], roles: tuple[str, ...] = ("fused",)) -> list[Finding]:

@@ -6,7 +6,7 @@ composites itself (bilinear resizes), so asking it before converting gave false 
 from __future__ import annotations
 
 from ...capture import where
-from ...preflight import Finding
+from ...findings import Finding
 from .convert import XNNPACK_MAX_CONCAT_INPUTS
 
 
