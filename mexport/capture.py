@@ -32,7 +32,12 @@ _DATA_DEPENDENT = ("data-dependent", "is not supported for tensor subclasses", "
 @dataclass
 class Captured:
     module: Any  # what converters get: the original module, or the specialized GraphModule
+    program: Any  # torch.export's (non-strict) program of ``module``, for passes and checks on its graph
     rewrites: list[str] = field(default_factory=list)  # what was done to it, one line each
+
+    def graph_module(self):
+        """A fresh GraphModule of the program: passes may rewrite it in place."""
+        return graph_module(self.program)
 
 
 def is_data_dependent(e: BaseException) -> bool:
@@ -42,11 +47,18 @@ def is_data_dependent(e: BaseException) -> bool:
 
 def where(node) -> str:
     """'module path (file:line)' of an exported node, for messages."""
+    path = module_path(node) or "(top level)"
+    line = source_line(node)
+    return f"{path} ({line})" if line else path
+
+
+def module_path(node) -> str:
+    """The PyTorch module path of an exported node, as recipes name layers ('coarse.stage1.0'):
+    without the export wrappers' own attributes (the pipeline's role graph, LiteRT's NamedGraph)."""
     stack = node.meta.get("nn_module_stack") or {}
     path = list(stack.values())[-1][0] if stack else ""
-    path = re.sub(r"^L\['self'\]\.?", "", path)
-    path = re.sub(r"^(net\.)?(pipe\.)?", "", path) or "(top level)"
-    return f"{path} ({source_line(node)})" if source_line(node) else path
+    path = re.sub(r"^L\['self'\]\.?", "", path.replace("L['self'].", ""))
+    return re.sub(r"^(net\.)?(pipe\.)?", "", path)
 
 
 def source_line(node) -> str:
@@ -63,8 +75,7 @@ def capture(module, args: tuple, kwargs: dict | None = None) -> Captured:
     kwargs = kwargs or {}
     try:
         with _quiet():
-            torch.export.export(module, args, kwargs=kwargs, strict=False)
-        return Captured(module)
+            return Captured(module, torch.export.export(module, args, kwargs=kwargs, strict=False))
     except Exception as e:
         if not is_data_dependent(e):
             raise
@@ -75,7 +86,7 @@ def capture(module, args: tuple, kwargs: dict | None = None) -> Captured:
         first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
         raise ConversionError(f"the graph computes sizes from tensors and even torch.export's strict mode cannot trace it: {first[:300]}") from None
     gm, notes = specialize(ep, args, kwargs)
-    return Captured(gm, notes)
+    return Captured(gm, torch.export.export(gm, args, kwargs=kwargs, strict=False), notes)
 
 
 def graph_module(ep):
@@ -106,7 +117,6 @@ def specialize(ep, args: tuple, kwargs: dict) -> tuple[Any, list[str]]:
     at these inputs, when it depends on no input; return the GraphModule and what was folded."""
     import torch
     from torch.fx import Interpreter
-    from torch.fx.node import map_arg
 
     gm = graph_module(ep)
     graph = gm.graph
@@ -128,19 +138,25 @@ def specialize(ep, args: tuple, kwargs: dict) -> tuple[Any, list[str]]:
     interp = Interpreter(gm, garbage_collect_values=False)
     with torch.no_grad():
         interp.run(*flat)
-    values = {n: interp.env[n] for n in scalars}
     folded = []
     for n in scalars:
-        v = values[n]
+        v = interp.env[n]
         v = v.item() if isinstance(v, torch.Tensor) else v
-        for user in list(n.users):
-            user.args = map_arg(user.args, lambda a, n=n, v=v: v if a is n else a)
-            user.kwargs = map_arg(user.kwargs, lambda a, n=n, v=v: v if a is n else a)
+        _substitute(n, v)
         folded.append(f"{where(n)}: scalar computed from shapes specialized to {v} (its value at the spec's fixed sizes)")
     _fold_constant_scalar_ops(graph)
     graph.eliminate_dead_code()
     gm.recompile()
     return gm, folded
+
+
+def _substitute(node, value) -> None:
+    """Every use of ``node`` becomes the constant ``value``."""
+    from torch.fx.node import map_arg
+
+    for user in list(node.users):
+        user.args = map_arg(user.args, lambda a: value if a is node else a)
+        user.kwargs = map_arg(user.kwargs, lambda a: value if a is node else a)
 
 
 def _asserts():
@@ -159,8 +175,6 @@ def _fold_constant_scalar_ops(graph) -> None:
     constants: evaluate it, pass the value on; asserts that hold are dropped."""
     import math
 
-    from torch.fx.node import map_arg
-
     asserts = _asserts()
     for n in list(graph.nodes):  # in order: a folded value makes its users constant in turn
         if n.op != "call_function" or n.all_input_nodes:
@@ -168,9 +182,6 @@ def _fold_constant_scalar_ops(graph) -> None:
         target = n.target
         name = getattr(target, "__name__", "")
         if target in _SCALAR_OPS or name in ("sym_float", "sym_int", "sym_max", "sym_min", "sym_not") or target in (math.floor, math.ceil):
-            value = target(*n.args, **n.kwargs) if name not in ("sym_float", "sym_int") else (float if name == "sym_float" else int)(n.args[0])
-            for user in list(n.users):
-                user.args = map_arg(user.args, lambda a, n=n, v=value: v if a is n else a)
-                user.kwargs = map_arg(user.kwargs, lambda a, n=n, v=value: v if a is n else a)
+            _substitute(n, target(*n.args, **n.kwargs))  # torch's sym_* of plain numbers are plain numbers
         elif target in asserts and not n.users:
             graph.erase_node(n)

@@ -13,8 +13,6 @@ __all__ = ["Finding", "preflight"]
 
 
 def preflight(pipeline, targets: list[str], roles: tuple[str, ...] = ("fused",)) -> list[Finding]:
-    import torch
-
     from .capture import capture
     from .errors import ConversionError
     from .runtimes import get_runtime
@@ -31,9 +29,6 @@ def preflight(pipeline, targets: list[str], roles: tuple[str, ...] = ("fused",))
             first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
             findings.append(Finding("all", role, "error", "capture", f"torch.export could not capture the graph: {first[:300]}"))
             continue
-        # ONNX and Core ML trace such scalars themselves; litert-torch and ExecuTorch need them folded
-        findings += [Finding("tflite", role, "rewrite", *line.split(": ", 1)) for line in captured.rewrites if "tflite" in targets]
-        ep = torch.export.export(captured.module, args, strict=False)
         for name in targets:
-            findings += get_runtime(name).preflight(ep, captured.module, args, role)
+            findings += get_runtime(name).preflight(captured, role)
     return findings

@@ -153,10 +153,10 @@ class Runtime(ABC):
         self.require_searchable()
         raise NotImplementedError  # a searchable runtime overrides this method
 
-    def preflight(self, program, module, args: tuple, role: str) -> list:
+    def preflight(self, captured, role: str) -> list:
         """What this target will not convert, or not run on its delegate, in a captured role graph
-        (``mexport.preflight.Finding`` list; the exported program and the module it came from).
-        Nothing by default."""
+        (``mexport.capture.Captured``), and what its export rewrites: ``mexport.findings.Finding``
+        list. Nothing by default."""
         return []
 
     def require_searchable(self) -> None:

@@ -107,7 +107,7 @@ def export_module(pipeline, role: str, options: TfliteOptions):
     args = pipeline.example_inputs(role)
     wide = wide_concat_convs(graph, args)
     captured = capture(graph, args)  # shape arithmetic on tensors, folded at the spec's sizes
-    graph, rewrites = xnnpack_rewrites(captured.module, args, int8=options.precision == "int8")
+    graph, rewrites = xnnpack_rewrites(captured, int8=options.precision == "int8")
     wrapper = NamedGraph(graph, pipeline.input_names(role), pipeline.output_name(role), options.layout, options.input == "uint8").eval()
     return wrapper, wide, captured.rewrites + rewrites
 
@@ -168,6 +168,8 @@ def unlowerable_ops(module, samples: dict[str, Any]) -> list[tuple[str, str]]:
     import torch
     from litert_torch.backend.lowerings import registry
 
+    from ...capture import module_path
+
     try:
         ep = torch.export.export(module, (), kwargs=samples, strict=False).run_decompositions()
     except Exception as e:  # torch.export itself failed: its message names the op
@@ -177,10 +179,7 @@ def unlowerable_ops(module, samples: dict[str, Any]) -> list[tuple[str, str]]:
         if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
             continue
         if registry.lookup(node.target) is None and node.target.namespace == "aten":
-            stack = node.meta.get("nn_module_stack") or {}
-            path = list(stack.values())[-1][0] if stack else ""
-            path = re.sub(r"^(net\.)?(pipe\.)?", "", path.replace("L['self'].", ""))
-            out.append((str(node.target.overloadpacket.__name__), path))
+            out.append((str(node.target.overloadpacket.__name__), module_path(node)))
     return list(dict.fromkeys(out))
 
 

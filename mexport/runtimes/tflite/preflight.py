@@ -14,23 +14,17 @@ def _name(target) -> str:
     return getattr(getattr(target, "overloadpacket", target), "__name__", str(target))
 
 
-def preflight(program, module, args: tuple, role: str) -> list[Finding]:
-    import copy
-
+def preflight(captured, role: str) -> list[Finding]:
     import torch
 
-    from .rewrites import INT8_PASSES, PASSES, graph_module, pads_with_inf
+    from .rewrites import INT8_PASSES, PASSES, pads_with_inf
 
-    out: list[Finding] = []
-    gm = graph_module(program)
-    for p in PASSES:  # what the export will rewrite (on a copy: the program is the caller's)
-        out += [Finding("tflite", role, "rewrite", *line.split(": ", 1)) for line in p(copy.deepcopy(gm))]
-    for p in INT8_PASSES:
-        out += [Finding("tflite", role, "rewrite", w, "int8 only: " + m) for w, m in
-                (line.split(": ", 1) for line in p(copy.deepcopy(gm)))]
-    rewritten = copy.deepcopy(gm)
-    for p in PASSES:
-        p(rewritten)
+    # what the export will do: fold shape scalars (capture), then rewrite (each pass set on a fresh graph)
+    folded = [Finding("tflite", role, "rewrite", *line.split(": ", 1)) for line in captured.rewrites]  # one per scalar
+    rewritten, int8 = captured.graph_module(), captured.graph_module()
+    out = [Finding("tflite", role, "rewrite", *line.split(": ", 1)) for p in PASSES for line in p(rewritten)]
+    out += [Finding("tflite", role, "rewrite", w, "int8 only: " + m)
+            for p in INT8_PASSES for w, m in (line.split(": ", 1) for line in p(int8))]
     for n in rewritten.graph.nodes:
         if n.op != "call_function" or not isinstance(n.target, torch._ops.OpOverload):
             continue
@@ -47,4 +41,4 @@ def preflight(program, module, args: tuple, role: str) -> list[Finding]:
         elif name == "cat" and len(n.args[0]) > XNNPACK_MAX_CONCAT_INPUTS:
             out.append(Finding("tflite", role, "warning", where(n), f"concatenation of {len(n.args[0])} tensors: XNNPACK takes at most "
                                f"{XNNPACK_MAX_CONCAT_INPUTS}", "concatenate in groups of at most 4"))
-    return list(dict.fromkeys(out))  # one finding per construct, not per traced call
+    return folded + list(dict.fromkeys(out))  # one finding per construct, not per traced call

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ...capture import graph_module, where  # noqa: F401 - graph_module: preflight's too
+from ...capture import where
 
 # ATen ops whose output is never negative: a max pool after them may pad with zeros.
 NON_NEGATIVE = ("relu", "relu_", "relu6", "sigmoid", "hardsigmoid", "abs", "softmax", "_softmax", "exp", "clamp_min_0")
@@ -33,6 +33,21 @@ NON_NEGATIVE = ("relu", "relu_", "relu6", "sigmoid", "hardsigmoid", "abs", "soft
 
 def _name(target) -> str:
     return getattr(getattr(target, "overloadpacket", target), "__name__", str(target))
+
+
+def _calls(gm, *targets) -> list:
+    """The graph's calls of ``targets``, listed first: the passes replace nodes as they go."""
+    return [n for n in gm.graph.nodes if n.op == "call_function" and n.target in targets]
+
+
+def _args(n, count: int) -> list:
+    return list(n.args) + [None] * (count - len(n.args))
+
+
+def _pair(v, default) -> list[int]:
+    v = default if v is None or v == [] else v
+    v = [v] * 2 if isinstance(v, int) else list(v)
+    return v * 2 if len(v) == 1 else v
 
 
 def _non_negative(node) -> bool:
@@ -49,18 +64,29 @@ def _non_negative(node) -> bool:
     return node.target is torch.ops.aten.clamp_min.default and node.args[1] >= 0
 
 
-def _pair(v, default) -> list[int]:
-    v = default if v is None or v == [] else v
-    v = [v] * 2 if isinstance(v, int) else list(v)
-    return v * 2 if len(v) == 1 else v
+def _replace(gm, n, build) -> None:
+    """Insert what ``build(op)`` makes before ``n`` (each new node keeps ``n``'s module path, for
+    recipes and messages), route ``n``'s users to its result, drop ``n``."""
+    g = gm.graph
+    meta = {k: v for k, v in n.meta.items() if k in ("nn_module_stack", "stack_trace", "source_fn_stack")}
+
+    def op(fn, *a):
+        made = g.call_function(fn, a)
+        made.meta = dict(meta)
+        return made
+
+    with g.inserting_before(n):
+        out = build(op)
+    n.replace_all_uses_with(out)
+    g.erase_node(n)
 
 
 def pads_with_inf(n) -> bool:
     """A max pool whose padding litert-torch spells as PADV2(-inf): padding that is not TFLite's
     SAME (stride 1, odd kernel, padding k // 2 is SAME and stays one delegated MAX_POOL_2D)."""
-    args = list(n.args) + [None] * (6 - len(n.args))
-    kernel = _pair(args[1], 1)
-    stride, padding = _pair(args[2], kernel), _pair(args[3], 0)
+    _, kernel, stride, padding = _args(n, 4)[:4]
+    kernel = _pair(kernel, 1)
+    stride, padding = _pair(stride, kernel), _pair(padding, 0)
     if not any(padding):
         return False
     return not all(s == 1 and k % 2 == 1 and p == k // 2 for k, s, p in zip(kernel, stride, padding))
@@ -69,22 +95,16 @@ def pads_with_inf(n) -> bool:
 def padded_max_pool(gm) -> list[str]:
     import torch
 
+    aten = torch.ops.aten
     done = []
-    for n in list(gm.graph.nodes):
-        if n.op != "call_function" or n.target is not torch.ops.aten.max_pool2d.default:
-            continue
-        args = list(n.args) + [None] * (6 - len(n.args))
-        x, kernel, stride, padding = args[0], args[1], args[2], args[3]
-        padding = [padding] * 2 if isinstance(padding, int) else list(padding or [0, 0])
-        if len(padding) == 1:
-            padding = padding * 2
+    for n in _calls(gm, aten.max_pool2d.default):
+        x, kernel, stride, padding, dilation, ceil_mode = _args(n, 6)
         if not pads_with_inf(n) or not _non_negative(x):
             continue
-        ph, pw = padding
-        with gm.graph.inserting_before(n):
-            padded = gm.graph.call_function(torch.ops.aten.constant_pad_nd.default, (x, [pw, pw, ph, ph], 0.0))
-            padded.meta = dict(n.meta)
-        n.args = (padded, kernel, stride or kernel, [0, 0], *n.args[4:])
+        ph, pw = _pair(padding, 0)
+        stride = stride or kernel
+        _replace(gm, n, lambda op, x=x, k=kernel, s=stride, d=dilation, c=ceil_mode, ph=ph, pw=pw: op(
+            aten.max_pool2d.default, op(aten.constant_pad_nd.default, x, [pw, pw, ph, ph], 0.0), k, s, [0, 0], d or [1, 1], bool(c)))
         done.append(f"{where(n)}: max pool padding {ph},{pw} -> zero PAD (input >= 0) + unpadded pool")
     return done
 
@@ -106,9 +126,7 @@ def nearest_upsample(gm) -> list[str]:
 
     aten = torch.ops.aten
     done = []
-    for n in list(gm.graph.nodes):
-        if n.op != "call_function" or n.target not in (torch.ops.aten.upsample_nearest2d.vec, torch.ops.aten.upsample_nearest2d.default):
-            continue
+    for n in _calls(gm, aten.upsample_nearest2d.vec, aten.upsample_nearest2d.default):
         x = n.args[0]
         val_in, val_out = x.meta.get("val"), n.meta.get("val")
         if val_in is None or val_out is None:
@@ -117,11 +135,10 @@ def nearest_upsample(gm) -> list[str]:
         if oh % h or ow % w or (oh == h and ow == w):
             continue
         rh, rw = oh // h, ow // w
-        b, c = val_in.shape[:2]
-
         fh, fw = _factors(rh), _factors(rw)
         if fh is None or fw is None:
             continue
+        b, c = val_in.shape[:2]
 
         def build(op, x=x, b=b, c=c, h=h, w=w, fh=fh, fw=fw):
             y = x
@@ -138,38 +155,16 @@ def nearest_upsample(gm) -> list[str]:
     return done
 
 
-def _meta(n) -> dict:
-    return {k: v for k, v in n.meta.items() if k in ("nn_module_stack", "stack_trace", "source_fn_stack")}
-
-
-def _replace(gm, n, build) -> None:
-    """Insert what ``build(op)`` makes before ``n`` (each new node keeps ``n``'s module path, for
-    recipes and messages), route ``n``'s users to its result, drop ``n``."""
-    g = gm.graph
-
-    def op(fn, *a):
-        made = g.call_function(fn, a)
-        made.meta = _meta(n)
-        return made
-
-    with g.inserting_before(n):
-        out = build(op)
-    n.replace_all_uses_with(out)
-    g.erase_node(n)
-
-
 def clamp_unit(gm) -> list[str]:
     import torch
 
     aten = torch.ops.aten
     done = []
-    for n in list(gm.graph.nodes):
-        if n.op != "call_function" or n.target is not aten.clamp.default or len(n.args) < 3:
+    for n in _calls(gm, aten.clamp.default):
+        x, low, high = _args(n, 3)
+        if low != 0 or high != 1:
             continue
-        if n.args[1] != 0 or n.args[2] != 1:
-            continue
-        x = n.args[0]
-        _replace(gm, n, lambda op: op(aten.div.Tensor, op(aten.relu6.default, op(aten.mul.Tensor, x, 6.0)), 6.0))
+        _replace(gm, n, lambda op, x=x: op(aten.div.Tensor, op(aten.relu6.default, op(aten.mul.Tensor, x, 6.0)), 6.0))
         done.append(f"{where(n)}: clamp(0, 1) -> RELU6(6x)/6 (RELU_0_TO_1 is not delegated)")
     return done
 
@@ -179,12 +174,11 @@ def int8_hardswish(gm) -> list[str]:
 
     aten = torch.ops.aten
     done = []
-    for n in list(gm.graph.nodes):
-        if n.op == "call_function" and n.target in (aten.hardswish.default, aten.hardswish_.default):
-            x = n.args[0]
-            # (x/6) * relu6(x+3): litert-torch folds x*relu6(x+3)/6 and x*(relu6(x+3)/6) back into HARD_SWISH
-            _replace(gm, n, lambda op: op(aten.mul.Tensor, op(aten.mul.Tensor, x, 1.0 / 6.0), op(aten.relu6.default, op(aten.add.Tensor, x, 3.0))))
-            done.append(f"{where(n)}: hard-swish -> (x/6)*relu6(x+3) (no int8 HARD_SWISH in XNNPACK)")
+    for n in _calls(gm, aten.hardswish.default, aten.hardswish_.default):
+        # (x/6) * relu6(x+3): litert-torch folds x*relu6(x+3)/6 and x*(relu6(x+3)/6) back into HARD_SWISH
+        _replace(gm, n, lambda op, x=n.args[0]: op(aten.mul.Tensor, op(aten.mul.Tensor, x, 1.0 / 6.0),
+                                                    op(aten.relu6.default, op(aten.add.Tensor, x, 3.0))))
+        done.append(f"{where(n)}: hard-swish -> (x/6)*relu6(x+3) (no int8 HARD_SWISH in XNNPACK)")
     return done
 
 
@@ -193,15 +187,10 @@ def int8_avg_pool(gm) -> list[str]:
 
     aten = torch.ops.aten
     done = []
-    for n in list(gm.graph.nodes):
-        if n.op != "call_function" or n.target is not aten.avg_pool2d.default:
-            continue
-        args = list(n.args) + [None] * (7 - len(n.args))
-        x, kernel, stride, padding, ceil_mode, count_pad, divisor = args
-        kernel = [kernel] * 2 if isinstance(kernel, int) else list(kernel)
-        kernel = kernel * 2 if len(kernel) == 1 else kernel
-        stride = kernel if not stride else ([stride] * 2 if isinstance(stride, int) else list(stride))
-        padding = [padding or 0] * 2 if isinstance(padding or 0, int) else list(padding)
+    for n in _calls(gm, aten.avg_pool2d.default):
+        x, kernel, stride, padding, ceil_mode, count_pad, divisor = _args(n, 7)
+        kernel = _pair(kernel, 1)
+        stride, padding = _pair(stride, kernel), _pair(padding, 0)
         count_pad = True if count_pad is None else count_pad
         if ceil_mode or divisor is not None or (any(padding) and not count_pad) or x.meta.get("val") is None:
             continue
@@ -210,11 +199,7 @@ def int8_avg_pool(gm) -> list[str]:
         gm.register_buffer(name, torch.full((channels, 1, *kernel), 1.0 / (kernel[0] * kernel[1])))
         with gm.graph.inserting_before(n):
             weight = gm.graph.get_attr(name)
-
-        def build(op, x=x, weight=weight, stride=stride, padding=padding, channels=channels):
-            return op(aten.conv2d.default, x, weight, None, stride, padding, [1, 1], channels)
-
-        _replace(gm, n, build)
+        _replace(gm, n, lambda op, x=x, w=weight, s=stride, p=padding, c=channels: op(aten.conv2d.default, x, w, None, s, p, [1, 1], c))
         done.append(f"{where(n)}: {kernel[0]}x{kernel[1]} average pool -> depthwise conv (no int8 AVERAGE_POOL_2D in XNNPACK)")
     return done
 
@@ -223,15 +208,13 @@ PASSES: tuple[Callable[[Any], list[str]], ...] = (padded_max_pool, nearest_upsam
 INT8_PASSES: tuple[Callable[[Any], list[str]], ...] = (int8_hardswish, int8_avg_pool)
 
 
-def xnnpack_rewrites(module, args: tuple, int8: bool = False) -> tuple[Any, list[str]]:
-    """``module`` rewritten by every pass that matches (a GraphModule, module paths kept for
-    recipes), and one line per rewrite; ``module`` itself when nothing matched."""
-    import torch
-
-    gm = graph_module(torch.export.export(module, args, strict=False))
+def xnnpack_rewrites(captured, int8: bool = False) -> tuple[Any, list[str]]:
+    """The captured module rewritten by every pass that matches (a GraphModule, module paths kept
+    for recipes), and one line per rewrite; the captured module itself when nothing matched."""
+    gm = captured.graph_module()
     done = [line for p in PASSES + (INT8_PASSES if int8 else ()) for line in p(gm)]
     if not done:
-        return module, []
+        return captured.module, []
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return gm, done

@@ -86,10 +86,10 @@ class TfliteRuntime(Runtime):
             check_precision(facts, options.precision, role)
         return facts
 
-    def preflight(self, program, module, args, role):
+    def preflight(self, captured, role):
         from .preflight import preflight
 
-        return preflight(program, module, args, role)
+        return preflight(captured, role)
 
     def sensitivity_trials(self, pipeline, feeds, provenance, workdir, calibration, model_ref):
         from .sensitivity import TfliteTrials
