@@ -101,6 +101,7 @@ CASES = {
     "exp": (Fn(lambda x: torch.exp(x * 0.5)), "exp"),
     "stack": (Fn(lambda x: torch.stack([x, 2 * x], 1).sum(1)), "stack"),
     "where": (Fn(lambda x: torch.where(x > 0.2, x, x * 0.1)), "select"),
+    "ones_like": (Fn(lambda x: torch.where(x > 0.5, torch.ones_like(x), x)), "fill_like"),
     "pixel_unshuffle": (nn.PixelUnshuffle(2), "pixel_unshuffle"),
     "floor, ceil, sign": (Fn(lambda x: torch.floor(2 * x) + torch.ceil(3 * x) + torch.sign(x)), "floor"),
     "less": (Fn(lambda x: torch.where(x < 0.1, x, -x)), "less"),

@@ -215,4 +215,6 @@ BACKBONE_KERNELS: dict[str, Callable] = {
     "equal": _binary(np.equal),
     "not_equal": _binary(np.not_equal),
     "select": lambda op, get: np.where(np.asarray(get("cond")).astype(bool), get("a"), get("b")),
+    # torch.ones_like / zeros_like / full_like (DIM's trimap rule): a tensor shaped like ref_tensor
+    "fill_like": lambda op, get: np.full(np.shape(get("ref_tensor")), get("value", 0.0), dtype=np.asarray(get("value", 0.0)).dtype),
 }
