@@ -18,12 +18,10 @@ from mexport.models.pipeline import MattingPipeline
 ZOO = ["mbv3_unet", "resnet_unet", "modnet_ibnorm", "convgru", "deep_guided_filter", "bgmv2_patch", "dim_trimap", "tensor_sizes"]
 FP32 = ["onnx", "tflite", "coreml"]
 # Measured gaps, left open in #18 (each is what XNNPACK leaves to the builtin kernels): a stride-2
-# slice (the preflight names it); DIM's torch.where on the trimap; int8 InstanceNorm's statistics;
-# int8 box filters that average only inside the image (count_include_pad=False, not a conv).
+# slice (the preflight names it); DIM's torch.where on the trimap; int8 InstanceNorm's statistics.
 OFF_DELEGATE = {("tensor_sizes", "fp32"): {"STRIDED_SLICE": 2}, ("tensor_sizes", "int8"): {"STRIDED_SLICE": 2},
                 ("dim_trimap", "fp32"): {"GREATER": 1, "LESS": 1, "SELECT_V2": 2},
-                ("modnet_ibnorm", "int8"): {"ADD": 7, "RELU": 7, "RSQRT": 7},
-                ("deep_guided_filter", "int8"): {"AVERAGE_POOL_2D": 4}}
+                ("modnet_ibnorm", "int8"): {"ADD": 7, "RELU": 7, "RSQRT": 7}}
 
 
 def ref(name: str) -> str:

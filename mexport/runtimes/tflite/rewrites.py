@@ -14,8 +14,9 @@ spells it with ops XNNPACK has:
 - ``clamp(x, 0, 1)``, which litert-torch lowers to RELU_0_TO_1 (not delegated), as
   ``relu6(6x) / 6`` (RELU6, delegated): equal up to float rounding (one ulp);
 - int8 only (XNNPACK has no int8 kernel for these; float it has): hard-swish as
-  ``(x / 6) * relu6(x + 3)``, and an average pool without padding (or counting it) as a depthwise conv
-  with weights 1/k^2 (both the same maths; int8 rounds each op on its own).
+  ``(x / 6) * relu6(x + 3)``, and an average pool as a depthwise conv with weights 1/k^2, times a
+  constant map of k^2 / (pixels inside the image) where the padding does not count (the same
+  maths; int8 rounds each op on its own).
 
 No library does this for litert-torch (its own passes lower ops, they do not choose delegated
 spellings), hence hand-written. A pass that does not match leaves the module as it was.
@@ -77,6 +78,8 @@ def _replace(gm, n, build) -> None:
 
     with g.inserting_before(n):
         out = build(op)
+    if "val" in n.meta:  # the same value: later passes read shapes from it
+        out.meta["val"] = n.meta["val"]
     n.replace_all_uses_with(out)
     g.erase_node(n)
 
@@ -184,6 +187,7 @@ def int8_hardswish(gm) -> list[str]:
 
 def int8_avg_pool(gm) -> list[str]:
     import torch
+    import torch.nn.functional as F
 
     aten = torch.ops.aten
     done = []
@@ -192,15 +196,30 @@ def int8_avg_pool(gm) -> list[str]:
         kernel = _pair(kernel, 1)
         stride, padding = _pair(stride, kernel), _pair(padding, 0)
         count_pad = True if count_pad is None else count_pad
-        if ceil_mode or divisor is not None or (any(padding) and not count_pad) or x.meta.get("val") is None:
+        if ceil_mode or divisor is not None or x.meta.get("val") is None:
             continue
-        channels = int(x.meta["val"].shape[1])
+        channels, h, w = (int(d) for d in x.meta["val"].shape[1:])
         name = f"_mexport_avg_pool_{len(done)}_{n.name}"
         gm.register_buffer(name, torch.full((channels, 1, *kernel), 1.0 / (kernel[0] * kernel[1])))
+        # count_include_pad=False: the conv's mean over k^2 rescaled by k^2 / (pixels inside), a
+        # constant map of the output's size (a broadcast MUL, which XNNPACK takes in int8)
+        scale = None
+        if any(padding) and not count_pad:
+            inside = F.avg_pool2d(torch.ones(1, 1, h, w), kernel, stride, padding, count_include_pad=True)
+            gm.register_buffer(name + "_scale", 1.0 / inside)
+            scale = name + "_scale"
         with gm.graph.inserting_before(n):
             weight = gm.graph.get_attr(name)
-        _replace(gm, n, lambda op, x=x, w=weight, s=stride, p=padding, c=channels: op(aten.conv2d.default, x, w, None, s, p, [1, 1], c))
-        done.append(f"{where(n)}: {kernel[0]}x{kernel[1]} average pool -> depthwise conv (no int8 AVERAGE_POOL_2D in XNNPACK)")
+            scale = gm.graph.get_attr(scale) if scale else None
+
+        def build(op, x=x, w=weight, s=stride, p=padding, c=channels, scale=scale):
+            y = op(aten.conv2d.default, x, w, None, s, p, [1, 1], c)
+            return op(aten.mul.Tensor, y, scale) if scale is not None else y
+
+        _replace(gm, n, build)
+        what = "average pool (inside the image only)" if scale is not None else "average pool"
+        done.append(f"{where(n)}: {kernel[0]}x{kernel[1]} {what} -> depthwise conv"
+                    + (" x constant map" if scale is not None else "") + " (no int8 AVERAGE_POOL_2D in XNNPACK)")
     return done
 
 
