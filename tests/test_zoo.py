@@ -126,3 +126,23 @@ def test_int8_of_a_trimap_model_is_one_line_and_writes_nothing(tmp_path):
     r = CliRunner().invoke(main, ["tflite", "--int8", "-m", ref("dim_trimap"), "-o", str(out)])
     assert r.exit_code != 0 and "Traceback" not in r.output and "trimap" in r.output, r.output
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_doctor_names_what_stays_off_the_delegate_and_its_fix_works(tmp_path):
+    """DIM's trimap rule (torch.where) is named with its line; MODNet's int8 InstanceNorms are named
+    with a recipe, and exporting with that recipe leaves nothing off XNNPACK (21 ops without it)."""
+    r = CliRunner().invoke(main, ["doctor", "-m", ref("dim_trimap"), "-t", "tflite", "--json"])
+    warned = {f["message"].split()[0] for f in json.loads(r.output) if f["severity"] == "warning" and "dim_trimap.py:33" in f["where"]}
+    assert r.exit_code == 0 and warned == {"gt", "lt", "where"}, r.output
+
+    r = CliRunner().invoke(main, ["doctor", "-m", ref("modnet_ibnorm"), "-t", "tflite", "--json"])
+    norms = [f for f in json.loads(r.output) if f["severity"] == "warning" and "InstanceNorm" in f["message"]]
+    assert r.exit_code == 0 and len(norms) == 7, r.output
+    layers = {}
+    for f in norms:
+        layers.update(json.loads(f["fix"].split("in a recipe: ", 1)[1])["layers"])
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"schema": 1, "name": "doctor", "default": "int8", "layers": layers}))
+    result = api.export("tflite", out=tmp_path / "o", model=ref("modnet_ibnorm"), precision="int8", roles=("fused",),
+                        min_psnr=15.0, recipe=recipe)
+    assert result.facts["fused"]["xnnpack"]["fallback_ops"] == {}

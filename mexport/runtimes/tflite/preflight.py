@@ -5,13 +5,28 @@ composites itself (bilinear resizes), so asking it before converting gave false 
 
 from __future__ import annotations
 
-from ...capture import where
+from ...capture import module_path, where
 from ...findings import Finding
 from .convert import XNNPACK_MAX_CONCAT_INPUTS
 
 
 def _name(target) -> str:
     return getattr(getattr(target, "overloadpacket", target), "__name__", str(target))
+
+
+def _activations_after(node, hops: int = 3) -> list:
+    """The first activations reading ``node``, through up to ``hops`` concats/adds/muls (IBNorm's
+    concat): litert-torch fuses an activation into the op before it, so it shares that op's precision."""
+    found, frontier = [], [node]
+    for _ in range(hops):
+        nxt = []
+        for m in frontier:
+            for u in m.users:
+                (found if _name(u.target) in ("relu", "relu6", "hardtanh", "leaky_relu", "gelu", "silu") else nxt).append(u)
+        if found:
+            return found
+        frontier = nxt
+    return found
 
 
 def preflight(captured, role: str) -> list[Finding]:
@@ -38,6 +53,14 @@ def preflight(captured, role: str) -> list[Finding]:
         elif name == "slice" and len(n.args) > 4 and n.args[4] not in (1, None):
             out.append(Finding("tflite", role, "warning", where(n), f"slice with step {n.args[4]} becomes STRIDED_SLICE with stride > 1, "
                                "which XNNPACK does not take", "a strided 1x1 depthwise conv or avg pool subsamples on the delegate"))
+        elif name in ("where", "gt", "lt", "ge", "le", "eq", "ne"):
+            out.append(Finding("tflite", role, "warning", where(n), f"{name} becomes a comparison or SELECT_V2, which XNNPACK does "
+                               "not take", "blend arithmetically (m*a + (1-m)*b, m a clamped ramp), or accept the builtin kernels"))
+        elif name == "instance_norm":
+            keep = ", ".join(f'"{p}": "float"' for p in dict.fromkeys([module_path(n)] + [module_path(a) for a in _activations_after(n)]))
+            out.append(Finding("tflite", role, "warning", where(n), "int8 only: InstanceNorm's statistics (RSQRT and the ADD, RELU "
+                               "around it) run on the builtin kernels", f"keep it and the activation after it float in a recipe: "
+                               f'{{"layers": {{{keep}}}}}'))
         elif name == "cat" and len(n.args[0]) > XNNPACK_MAX_CONCAT_INPUTS:
             out.append(Finding("tflite", role, "warning", where(n), f"concatenation of {len(n.args[0])} tensors: XNNPACK takes at most "
                                f"{XNNPACK_MAX_CONCAT_INPUTS}", "concatenate in groups of at most 4"))
