@@ -175,6 +175,7 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
     # cannot disagree; a lower --min-psnr lowers it with the median's.
     photo_threshold = min(default_photo_psnr(options.precision), threshold)
     photos = check_photos(options) if options.check else []
+    findings = _preflight(source, target, options.precision, log)
 
     with output_lock(out_dir), staging(out_dir.parent, "export", out_dir) as work:
         stage = work / "files"
@@ -211,7 +212,8 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
             (stage / "recipe.json").write_text(recipe.to_json())
         report = {"target": target.name, "precision": options.precision, "threshold_db": threshold,
                   "photo_threshold_db": photo_threshold, "passed": passed,
-                  "checks": checks, "facts": facts, "model": pipeline.model_info.name}
+                  "checks": checks, "facts": facts, "model": pipeline.model_info.name,
+                  "preflight": [vars(f) for f in findings]}
         (stage / "check.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=_json_default) + "\n")
         hint = _sensitivity_hint(source, target, options, calibration) if not passed else ""
         if not passed and not options.keep_failed:
@@ -230,6 +232,25 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
             raise FidelityError(_failure_message(checks, threshold, photo_threshold, target.name, options.precision)
                                 + hint + f"; written to {out_dir} anyway (--keep-failed), check.json says passed: false")
         return result
+
+
+def _preflight(source, target: Runtime, precision: str, log: Callable[[str], Any]) -> list:
+    """The target's preflight on the fused graph, before any slow step: what will not capture stops
+    the export here; what will run off the delegate is said once and kept in check.json."""
+    if not target.has_preflight:
+        return []
+    from .preflight import preflight
+
+    findings = [f for f in preflight(source, [target.name], ("fused",)) if f.concerns(precision)]
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        more = f" (+{len(errors) - 1} more: mexport doctor lists them)" if len(errors) > 1 else ""
+        raise ConversionError(f"preflight: {errors[0].where}: {errors[0].message}{more}")
+    warnings = [f for f in findings if f.severity == "warning"]
+    if warnings:
+        log(f"preflight: {len(warnings)} construct(s) will run off the delegate, e.g. {warnings[0].where}: "
+            f"{warnings[0].message} (check.json: preflight; `mexport doctor` says how to fix each)")
+    return findings
 
 
 def _failure_message(checks, threshold, photo_threshold, target, precision) -> str:

@@ -15,10 +15,14 @@ class Finding:
     where: str  # module path (file:line)
     message: str
     fix: str = ""
+    precisions: tuple[str, ...] = ()  # the export precisions it concerns; () all
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}")
+
+    def concerns(self, precision: str) -> bool:
+        return not self.precisions or precision in self.precisions
 
     def line(self) -> str:
         return f"{self.severity:8s} {self.target}/{self.role}: {self.where}: {self.message}" + (f" -- fix: {self.fix}" if self.fix else "")

@@ -159,6 +159,11 @@ class Runtime(ABC):
         list. Nothing by default."""
         return []
 
+    @property
+    def has_preflight(self) -> bool:
+        """Whether :meth:`preflight` says anything: exports skip capturing the graph otherwise."""
+        return type(self).preflight is not Runtime.preflight
+
     def require_searchable(self) -> None:
         """An InputError naming the targets `mexport sensitivity` searches, unless this is one."""
         if not self.searchable:

@@ -146,3 +146,13 @@ def test_doctor_names_what_stays_off_the_delegate_and_its_fix_works(tmp_path):
     result = api.export("tflite", out=tmp_path / "o", model=ref("modnet_ibnorm"), precision="int8", roles=("fused",),
                         min_psnr=15.0, recipe=recipe)
     assert result.facts["fused"]["xnnpack"]["fallback_ops"] == {}
+
+
+def test_the_export_runs_the_preflight_first(tmp_path):
+    """The same error stops `mexport tflite` before any conversion, in one line, writing nothing."""
+    f = tmp_path / "bad.py"
+    f.write_text(BAD)
+    out = tmp_path / "o"
+    r = CliRunner().invoke(main, ["tflite", "-m", f"{f}:factory", "-o", str(out)])
+    assert r.exit_code == 2 and "preflight" in r.output and "bad.py:12" in r.output and "Traceback" not in r.output, r.output
+    assert "convert 1/" not in r.output and not out.exists()

@@ -38,7 +38,7 @@ def preflight(captured, role: str) -> list[Finding]:
     folded = [Finding("tflite", role, "rewrite", *line.split(": ", 1)) for line in captured.rewrites]  # one per scalar
     rewritten, int8 = captured.graph_module(), captured.graph_module()
     out = [Finding("tflite", role, "rewrite", *line.split(": ", 1)) for p in PASSES for line in p(rewritten)]
-    out += [Finding("tflite", role, "rewrite", w, "int8 only: " + m)
+    out += [Finding("tflite", role, "rewrite", w, "int8 only: " + m, precisions=("int8",))
             for p in INT8_PASSES for w, m in (line.split(": ", 1) for line in p(int8))]
     for n in rewritten.graph.nodes:
         if n.op != "call_function" or not isinstance(n.target, torch._ops.OpOverload):
@@ -60,7 +60,7 @@ def preflight(captured, role: str) -> list[Finding]:
             keep = ", ".join(f'"{p}": "float"' for p in dict.fromkeys([module_path(n)] + [module_path(a) for a in _activations_after(n)]))
             out.append(Finding("tflite", role, "warning", where(n), "int8 only: InstanceNorm's statistics (RSQRT and the ADD, RELU "
                                "around it) run on the builtin kernels", f"keep it and the activation after it float in a recipe: "
-                               f'{{"layers": {{{keep}}}}}'))
+                               f'{{"layers": {{{keep}}}}}', precisions=("int8",)))
         elif name == "cat" and len(n.args[0]) > XNNPACK_MAX_CONCAT_INPUTS:
             out.append(Finding("tflite", role, "warning", where(n), f"concatenation of {len(n.args[0])} tensors: XNNPACK takes at most "
                                f"{XNNPACK_MAX_CONCAT_INPUTS}", "concatenate in groups of at most 4"))
