@@ -26,7 +26,7 @@ from .errors import ConversionError
 
 # What torch.export says when tracing meets a scalar computed from a tensor.
 _DATA_DEPENDENT = ("data-dependent", "is not supported for tensor subclasses", "GuardOnDataDependentSymNode",
-                   "Could not guard on", "Could not extract specialized integer")
+                   "Could not guard on", "Could not extract specialized integer", "Cannot access data pointer of Tensor")
 
 
 @dataclass
@@ -57,7 +57,11 @@ def module_path(node) -> str:
     without the export wrappers' own attributes (the pipeline's role graph, LiteRT's NamedGraph)."""
     stack = node.meta.get("nn_module_stack") or {}
     path = list(stack.values())[-1][0] if stack else ""
-    path = re.sub(r"^L\['self'\]\.?", "", path.replace("L['self'].", ""))
+    return _user_path(re.sub(r"^L\['self'\]\.?", "", path.replace("L['self'].", "")))
+
+
+def _user_path(path: str) -> str:
+    """A module path without the export wrappers' attributes (LiteRT's ``net``, the role graph's ``pipe``)."""
     return re.sub(r"^(net\.)?(pipe\.)?", "", path)
 
 
@@ -79,6 +83,14 @@ def capture(module, args: tuple, kwargs: dict | None = None) -> Captured:
     except Exception as e:
         if not is_data_dependent(e):
             raise
+    folded, notes = fold_fx_constants(module, args, kwargs)
+    if notes:
+        try:
+            with _quiet():
+                return Captured(folded, torch.export.export(folded, args, kwargs=kwargs, strict=False), notes)
+        except Exception as e:
+            if not is_data_dependent(e):
+                raise
     try:
         with _quiet():
             ep = torch.export.export(module, args, kwargs=kwargs, strict=True)
@@ -97,6 +109,107 @@ def graph_module(ep):
     gm = ep.module()
     gm.train = types.MethodType(lambda self, mode=True: self, gm)
     return gm
+
+
+def _with_constants(sub, fixed: dict):
+    """``sub`` called with the arguments at ``fixed`` (index -> tensor) set to real tensors, held
+    outside the module's state (torch.export would make a buffer a fake tensor again): enough for a
+    module that reads them with ``.tolist()``, when FX cannot trace it (onnx2torch's OnnxResize
+    formats its input's rank into messages)."""
+    from torch import nn
+
+    class WithConstants(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mod = sub
+
+        def forward(self, *args):
+            given = iter(args)
+            return self.mod(*(fixed[i] if i in fixed else next(given) for i in range(len(args) + len(fixed))))
+
+    return WithConstants()
+
+
+def _specialized(sub, fixed: dict):
+    """``sub`` traced by torch.fx with the arguments at ``fixed`` (index -> tensor) given as
+    concrete values: its Python reads them (``.tolist()``, ``.numpy()``) and bakes the numbers in.
+    The traced module takes the other arguments only; None when ``sub`` cannot be traced so."""
+    import inspect
+    import warnings
+
+    import torch.fx
+
+    names = list(inspect.signature(sub.forward).parameters)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "could not add assertion ... input ends": the spec's shapes are fixed
+            gm = torch.fx.symbolic_trace(sub, concrete_args={names[i]: t for i, t in fixed.items()})
+    except Exception:
+        return None
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    for i in sorted(fixed):
+        if placeholders[i].users:
+            return None
+        gm.graph.erase_node(placeholders[i])
+    gm.recompile()
+    return gm
+
+
+def fold_fx_constants(module, args: tuple, kwargs: dict) -> tuple[Any, list[str]]:
+    """For a model made of FX graphs (onnx2torch's output is one: its Resize and Slice modules take
+    sizes as tensors and call ``.tolist()`` / ``.numpy()`` on them), a copy where each submodule
+    fed integer tensors computed from shapes is re-traced with them as constants (``_specialized``),
+    or else called with them as real tensors (``_with_constants``).
+    Found by running each graph on two different inputs of the spec's shapes: the integer tensors
+    (<= 64 values) equal in both runs. torch.export has no such pass (it keeps them symbolic)."""
+    import copy
+
+    import torch
+    from torch.fx import GraphModule, Interpreter
+
+    module = copy.deepcopy(module)
+    graphs = [(name, m) for name, m in module.named_modules() if isinstance(m, GraphModule)]
+    if not graphs:
+        return module, []
+    seen: dict[str, list] = {name: [] for name, _ in graphs}
+    hooks = [m.register_forward_pre_hook(lambda mod, a, name=name: seen[name].append(a)) for name, m in graphs]
+    g = torch.Generator().manual_seed(7)
+    other = tuple(torch.rand(a.shape, generator=g) * 3 - 1 if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+    try:
+        with torch.no_grad():
+            module(*args, **kwargs)
+            module(*other, **kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
+    notes = []
+    for name, gm in graphs:
+        if len(seen[name]) != 2:
+            continue
+        env = []
+        for inputs in seen[name]:
+            interp = Interpreter(gm, garbage_collect_values=False)
+            with torch.no_grad():
+                interp.run(*inputs)
+            env.append(interp.env)
+        const = {n for n in gm.graph.nodes if n.op in ("call_module", "call_function", "call_method")
+                 and all(isinstance(e.get(n), torch.Tensor) for e in env) and not env[0][n].is_floating_point()
+                 and env[0][n].numel() <= 64 and torch.equal(env[0][n], env[1][n])}
+        for n in list(gm.graph.nodes):
+            if n.op != "call_module" or n in const:
+                continue
+            fixed = {i: env[0][a].clone() for i, a in enumerate(n.args) if isinstance(a, torch.fx.Node) and a in const}
+            if not fixed or n.kwargs:
+                continue
+            sub = gm.get_submodule(n.target)
+            parent, _, attr = n.target.rpartition(".")
+            setattr(gm.get_submodule(parent) if parent else gm, attr, _specialized(sub, fixed) or _with_constants(sub, fixed))
+            n.args = tuple(a for i, a in enumerate(n.args) if i not in fixed)
+            notes.append(f"{_user_path(name + '.' if name else '')}{n.target}: argument(s) {sorted(fixed)} computed from shapes "
+                         f"fixed to their values at the spec's sizes")
+        gm.graph.eliminate_dead_code()
+        gm.recompile()
+    return module, notes
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from mexport.cli import main
 from mexport.models import load_model
 from mexport.models.pipeline import MattingPipeline
 
-ZOO = ["mbv3_unet", "resnet_unet", "modnet_ibnorm", "convgru", "deep_guided_filter", "bgmv2_patch", "dim_trimap", "tensor_sizes"]
+ZOO = ["mbv3_unet", "resnet_unet", "modnet_ibnorm", "convgru", "deep_guided_filter", "bgmv2_patch", "dim_trimap", "tensor_sizes", "onnx_graph"]
 FP32 = ["onnx", "tflite", "coreml"]
 # Measured gaps, left open in #18 (each is what XNNPACK leaves to the builtin kernels): a stride-2
 # slice (the preflight names it); DIM's torch.where on the trimap; int8 InstanceNorm's statistics.
@@ -156,3 +156,11 @@ def test_the_export_runs_the_preflight_first(tmp_path):
     r = CliRunner().invoke(main, ["tflite", "-m", f"{f}:factory", "-o", str(out)])
     assert r.exit_code == 2 and "preflight" in r.output and "bad.py:12" in r.output and "Traceback" not in r.output, r.output
     assert "convert 1/" not in r.output and not out.exists()
+
+
+def test_an_onnx_style_graph_has_its_shape_tensors_fixed():
+    """onnx2torch-style modules reading sizes with .tolist() (Resize, which torch.fx cannot trace)
+    and .numpy() (Slice): both get their shape-computed arguments as constants."""
+    r = CliRunner().invoke(main, ["doctor", "-m", ref("onnx_graph"), "-t", "tflite"])
+    fixed = [ln for ln in r.output.splitlines() if ln.startswith("rewrite") and "computed from shapes fixed" in ln]
+    assert r.exit_code == 0 and [ln.split(": ")[1] for ln in fixed] == ["coarse.resize", "coarse.slice"], r.output
