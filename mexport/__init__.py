@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 from .errors import MexportError  # noqa: E402
 from .spec import PipelineSpec, Provenance  # noqa: E402
 
-__all__ = ["MattingModel", "MattingPipeline", "MexportError", "PipelineSpec", "Provenance", "__version__"]
+__all__ = ["Int8Declarations", "MattingModel", "MattingPipeline", "MexportError", "PipelineSpec", "Provenance", "__version__"]
 
 
 def __getattr__(name: str):
@@ -14,4 +14,8 @@ def __getattr__(name: str):
         from .models import pipeline
 
         return getattr(pipeline, name)
+    if name == "Int8Declarations":
+        from .quantize.recipe import Int8Declarations
+
+        return Int8Declarations
     raise AttributeError(name)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mexport.errors import InputError
-from mexport.quantize.recipe import Recipe
+from mexport.quantize.recipe import Int8Declarations, Recipe
 from mexport.quantize.split import SplitConv, split_inputs
 
 
@@ -86,8 +86,17 @@ def test_only_runtimes_that_split_convs_take_splits():
     for name in set(names()) - {"tflite"}:
         with pytest.raises(InputError, match="split_inputs is applied by LiteRT only"):
             get_runtime(name).check_recipe(recipe)
-    meta = {"int8_float_layers": {"coarse.a.0": "why"}, "int8_split_inputs": {"coarse.a.0": ([2], "one channel")}}
-    pipe = SimpleNamespace(model_info=SimpleNamespace(meta=meta))
+    int8 = Int8Declarations(float_layers={"coarse.a.0": "why"}, split_inputs={"coarse.a.0": ([2], "one channel")})
+    pipe = SimpleNamespace(model_info=SimpleNamespace(int8=int8))
     tfl, onnx = model_default_recipe(pipe, "tflite", splits=True), model_default_recipe(pipe, "onnx")
     assert tfl.split_inputs == {"coarse.a.0": (2,)} and tfl.layers == {"coarse.a.0": "float", "coarse.a.0.main": "int8"}
     assert onnx.split_inputs == {} and onnx.layers == {"coarse.a.0": "float"}
+
+
+def test_int8_declarations_are_typed_and_empty_ones_give_naive_int8():
+    with pytest.raises(ValueError, match="float_layers maps module paths to why"):
+        Int8Declarations(float_layers={"coarse.a": 3})
+    with pytest.raises(ValueError, match=r"split_inputs\['coarse.a.0'\] must be \(input channels, why\)"):
+        Int8Declarations(split_inputs={"coarse.a.0": [2]})
+    naive = Int8Declarations().recipe("onnx-int8", splits=True)
+    assert naive.layers == {} and naive.split_inputs == {} and naive.default == "int8"

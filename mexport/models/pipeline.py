@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..quantize.recipe import Int8Declarations
 from ..spec import PipelineSpec, ResizeStep
 from .ops import box_pool, clamp01
 
@@ -48,7 +49,13 @@ class MattingModel:
     refine: nn.Module | None = None
     name: str = ""
     weights_sha256: str = ""
-    meta: dict = field(default_factory=dict)
+    int8: Int8Declarations = field(default_factory=Int8Declarations)  # measured int8 knowledge: the default int8 recipe
+    license: str = ""  # of the weights, for model cards and Core ML's metadata
+    notes: dict[str, str] = field(default_factory=dict)  # what was done to the model, by module path (e.g. re-centring)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.int8, Int8Declarations):
+            raise TypeError(f"MattingModel.int8 must be mexport.quantize.recipe.Int8Declarations, got {type(self.int8).__name__}")
 
 
 class MattingPipeline(nn.Module):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import WeightsError
 from ..spec import PipelineSpec
+from ..quantize.recipe import Int8Declarations
 from .pipeline import MattingModel
 from .registry import register_model
 
@@ -45,9 +46,8 @@ INT8_SPLIT_INPUTS = {
 # precisions convert the plain form (mexport.export.base: measured, it quantizes better).
 RECENTER = {"coarse.stage2d.dec.3": (14, 226.0, "output channel 14 sits at 226.1-228.0 on every photo (bias 228); "
                                                    "dec.4 reads it with weights to -5.6 against a bias of 1361")}
-MODEL_META = {"int8_float_layers": INT8_FLOAT_LAYERS, "int8_split_inputs": INT8_SPLIT_INPUTS,
-              "recentered": {k: f"channel {ch} shifted by -{c:g}: {why}" for k, (ch, c, why) in RECENTER.items()},
-              "license": "Apache-2.0 (U^2-Net weights); refiner: MIT (mexport)"}
+INT8 = Int8Declarations(float_layers=INT8_FLOAT_LAYERS, split_inputs=INT8_SPLIT_INPUTS)
+NOTES = {k: f"recentered: channel {ch} shifted by -{c:g}: {why}" for k, (ch, c, why) in RECENTER.items()}
 
 REFINER_FILE = "refiner.safetensors"
 REFINER_RECORD = "refiner.json"
@@ -98,7 +98,7 @@ def build_u2netp_refine(refiner_path: Path | None = None, check_sha: bool = True
     load_into(refine, refiner_path, expected)
     digest = hashlib.sha256(f"{U2NETP_SHA256}:{sha256_file(refiner_path)}".encode()).hexdigest()
     return MattingModel(coarse=coarse, refine=refine, spec=spec, name="u2netp-refine", weights_sha256=digest,
-                        meta=dict(MODEL_META))
+                        int8=INT8, notes=dict(NOTES), license="Apache-2.0 (U^2-Net weights); refiner: MIT (mexport)")
 
 
 @register_model("u2netp-refine")
@@ -112,4 +112,4 @@ def u2netp_coarse_only() -> MattingModel:
     from .weights import U2NETP_SHA256
 
     return MattingModel(coarse=load_u2netp(), refine=None, spec=PipelineSpec(), name="u2netp", weights_sha256=U2NETP_SHA256,
-                        meta=dict(MODEL_META, license="Apache-2.0 (U^2-Net weights)"))
+                        int8=INT8, notes=dict(NOTES), license="Apache-2.0 (U^2-Net weights)")

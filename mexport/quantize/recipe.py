@@ -188,3 +188,39 @@ def load_recipe(path: str | Path) -> Recipe:
         return Recipe.from_dict(d)
     except (TypeError, ValueError) as e:
         raise InputError(f"recipe {path}: {e}") from None
+
+
+@dataclass(frozen=True)
+class Int8Declarations:
+    """What a model's author measured about int8 on their model, each entry with why: the layers
+    int8 breaks (kept float), narrower layers inside those that are safe again (back to int8), and
+    convs whose int8 trouble is a few input channels (split off where the runtime splits convs,
+    :attr:`Recipe.split_inputs`). :meth:`recipe` turns them into the model's default int8 recipe.
+    ``mexport sensitivity`` finds such layers on any model; a model may ship them measured."""
+
+    float_layers: dict[str, str] = field(default_factory=dict)
+    int8_layers: dict[str, str] = field(default_factory=dict)
+    split_inputs: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for what in ("float_layers", "int8_layers"):
+            value = getattr(self, what)
+            if not isinstance(value, dict) or not all(isinstance(k, str) and k and isinstance(v, str) for k, v in value.items()):
+                raise ValueError(f"Int8Declarations.{what} maps module paths to why (strings), got {value!r}")
+        splits = {}
+        for k, entry in dict(self.split_inputs).items():
+            if not isinstance(k, str) or not isinstance(entry, (tuple, list)) or len(entry) != 2 or not isinstance(entry[1], str):
+                raise ValueError(f"Int8Declarations.split_inputs[{k!r}] must be (input channels, why), got {entry!r}")
+            splits[k] = (tuple(entry[0]), entry[1])
+        object.__setattr__(self, "split_inputs", splits)
+
+    def recipe(self, name: str, splits: bool) -> "Recipe":
+        """Everything int8 (per-channel weights, MinMax) but the float layers, minus the int8 ones
+        inside them; with ``splits``, each declared conv split and its ``main`` part int8."""
+        split_convs = self.split_inputs if splits else {}
+        notes = "; ".join([f"{k}: {v}" for k, v in {**self.float_layers, **self.int8_layers}.items()]
+                          + [f"{k}: input channels {list(ch)} split off ({why}); {k}.main int8" for k, (ch, why) in split_convs.items()])
+        return Recipe(name=name, default="int8", calibration=Calibration("minmax", per_channel=True),
+                      layers={**{k: "float" for k in self.float_layers}, **{k: "int8" for k in self.int8_layers},
+                              **{f"{k}.main": "int8" for k in split_convs}},
+                      split_inputs={k: ch for k, (ch, _) in split_convs.items()}, notes=notes or "no layer kept in float")

@@ -18,21 +18,10 @@ def naive_int8() -> Recipe:
 
 
 def model_default_recipe(pipeline, target: str, splits: bool = False) -> Recipe:
-    """mexport's default int8 for a model, named after the runtime ``target``: everything int8
-    (per-channel weights, MinMax) except the layers the model declares int8-hostile
-    (``MattingModel.meta["int8_float_layers"]``, measured), minus narrower layers inside them it
-    declares safe again (``meta["int8_layers"]``). For a runtime that splits convs (``splits``), a
-    conv the model declares in ``meta["int8_split_inputs"]`` (conv path -> (input channels, why))
-    is split and its ``main`` part goes back to int8."""
-    meta = pipeline.model_info.meta
-    keep = meta.get("int8_float_layers", {})
-    back = meta.get("int8_layers", {})  # narrower keys inside a float one, back to int8
-    split_convs = meta.get("int8_split_inputs", {}) if splits else {}
-    notes = "; ".join([f"{k}: {v}" for k, v in {**keep, **back}.items()]
-                      + [f"{k}: input channels {list(ch)} split off ({why}); {k}.main int8" for k, (ch, why) in split_convs.items()])
-    return Recipe(name=f"{target}-int8", default="int8", calibration=Calibration("minmax", per_channel=True),
-                  layers={**{k: "float" for k in keep}, **{k: "int8" for k in back}, **{f"{k}.main": "int8" for k in split_convs}},
-                  split_inputs={k: tuple(ch) for k, (ch, _) in split_convs.items()}, notes=notes or "no layer kept in float")
+    """mexport's default int8 for a model, named after the runtime ``target``: the recipe of the
+    model's own measured declarations (``MattingModel.int8``, :class:`Int8Declarations`), naive
+    int8 for a model that declares nothing. ``splits``: the runtime splits convs."""
+    return pipeline.model_info.int8.recipe(f"{target}-int8", splits)
 
 
 def resolve_recipe(options, pipeline, target: str, splits: bool = False) -> Recipe:

@@ -37,7 +37,7 @@ LICENSES = {"u2netp": "Apache-2.0 (U^2-Net-p weights, Qin et al., github.com/xue
 def fp32_layers(pipeline, options: "CoreMLOptions", recipe=None) -> dict[str, bool]:
     """Module paths that compute in fp32 (True) or not (False; a narrower path inside a kept one) in
     an fp16-compute program: the options' list, else the W8A8 recipe's float layers, else the
-    model's default int8 recipe's (the layers it declares in ``meta["int8_float_layers"]``: the
+    model's default int8 recipe's (the layers it declares in ``MattingModel.int8.float_layers``: the
     weight imbalance that breaks int8 costs fp16 its 40 dB too, see mixed.py). Empty for a
     model that declares none: plain fp16."""
     if options.fp32_layers is not None:
@@ -178,7 +178,7 @@ def _few_values(mlmodel, palette: int) -> dict:
 
 def compress(mlmodel, compression: str, keep: tuple[str, ...] = ()):
     """Compress every conv weight except those of ``keep`` (module paths), which stay in the
-    program's float precision: U^2-Net-p's int8-hostile layers (MattingModel.meta)."""
+    program's float precision: U^2-Net-p's int8-hostile layers (MattingModel.int8)."""
     import coremltools.optimize.coreml as cto
 
     config = _compression_config(mlmodel, compression, keep)
@@ -231,7 +231,7 @@ def set_metadata(mlmodel, pipeline, role: str, prov: Provenance, options: "CoreM
     spec = pipeline.spec
     mlmodel.author = "mexport"
     mlmodel.version = prov.mexport_version
-    mlmodel.license = info.meta.get("license") or LICENSES.get(info.name, "unspecified (set MattingModel.meta['license'])")
+    mlmodel.license = info.license or LICENSES.get(info.name, "unspecified (set MattingModel.license)")
     mlmodel.short_description = (f"{info.name} {role} alpha matting ({prov.precision}, {options.deployment_target}), "
                                  f"exported by mexport {prov.mexport_version}")
     h, w = spec.coarse_size if role == "coarse" else spec.refine_size

@@ -1,5 +1,5 @@
 """Mixed precision for fp16 Core ML programs: the layers a model declares precision-sensitive
-(``MattingModel.meta["int8_float_layers"]``, or a recipe's float layers) compute in fp32, with the
+(``MattingModel.int8.float_layers``, or a recipe's float layers) compute in fp32, with the
 ops that build their inputs; everything else computes in fp16.
 
 Why, measured with the executor on u2netp-refine (refiner v2; fused model, alpha PSNR vs float on

@@ -184,7 +184,7 @@ def structure_report(path: Path, pipeline=None, role: str | None = None, options
         if recorded is not None:
             float_layers = [] if recorded == "none" else recorded.split(",")
         else:
-            float_layers = list(pipeline.model_info.meta.get("int8_float_layers", {})) if pipeline is not None else []
+            float_layers = list(pipeline.model_info.int8.float_layers) if pipeline is not None else []
         keep = tuple("pipe_" + k.replace(".", "_") + "_" for k in float_layers)
         eligible = [op for op in pkg.main.operations if op.op_type == "conv" and op.inputs["weight"].op.op_type in ("const",) + tuple(constexpr)
                     and np.asarray(op.inputs["weight"].shape).prod() >= WEIGHT_THRESHOLD and not op.inputs["weight"].op.name.startswith(keep)]

@@ -117,7 +117,7 @@ class CoreMLRuntime(Runtime):
             from .w8a8 import float_layers as recipe_float_layers
 
             float_layers = (recipe_float_layers(recipe) if recipe is not None
-                            else tuple(pipeline.model_info.meta.get("int8_float_layers", {})))
+                            else tuple(pipeline.model_info.int8.float_layers))
             mlmodel = compress(mlmodel, options.compression, float_layers)
             check_finite_weights(mlmodel._mil_program, f"{role} ({options.compression})")
         elif options.w8a8:
