@@ -65,19 +65,23 @@ def make_provenance(pipeline, target: Runtime, role: str, options: ExportOptions
     )
 
 
-def check_photos(options: ExportOptions):
-    """Held-out photos for the export-time check: scikit-image's evaluation set, plus --check-data."""
-    from .photos import DEFAULT_EVAL, default_photos, list_photos, load_photo
+def check_photos(options: ExportOptions, spec) -> tuple[list, dict | None]:
+    """Held-out photos for the export-time check: scikit-image's evaluation set, plus --check-data;
+    and a model's extra inputs per photo, read from --check-data (scikit-image's photos have no
+    trimaps: such a model is checked on --check-data alone)."""
+    from .photos import DEFAULT_EVAL, default_photos, list_photos, load_extras, load_photo, photo_folder
 
-    photos = default_photos(DEFAULT_EVAL)
-    if options.check_data is not None:
-        folder = options.check_data / "image" if (options.check_data / "image").is_dir() else options.check_data
-        photos += [(p.stem, load_photo(p)) for p in list_photos(folder)]
-    return photos
+    given = [(p.stem, load_photo(p)) for p in list_photos(photo_folder(options.check_data))] if options.check_data else []
+    if not spec.extra_inputs:
+        return default_photos(DEFAULT_EVAL) + given, None
+    if not given:
+        raise InputError("the export-time check needs this model's extra inputs (" + ", ".join(e.name for e in spec.extra_inputs)
+                         + "): give --check-data DIR with DIR/image/ and one folder per extra input beside it, or --no-check")
+    return given, load_extras(options.check_data, given, spec)
 
 
 def fidelity_checks(target: Runtime, pipeline, staged: dict[str, Path], photos, threshold: float, progress=None,
-                    photo_threshold: float | None = None) -> dict[str, Any]:
+                    photo_threshold: float | None = None, extras: dict | None = None) -> dict[str, Any]:
     """Every role against its float graph on the same tensors; the fused model and the coarse+refine
     pair are gated (that is what an app runs), coarse and refine alone are reported. The gates are
     ``mexport validate``'s alpha PSNR gates: the median over the photos >= ``threshold`` and every
@@ -91,7 +95,7 @@ def fidelity_checks(target: Runtime, pipeline, staged: dict[str, Path], photos, 
     from .validate.fidelity import compare, fidelity, photo_tensors
 
     ref = TorchRunner(pipeline)
-    tensors = photo_tensors(photos, pipeline.spec)
+    tensors = photo_tensors(photos, pipeline.spec, extras)
     runners = {"fused": open_runner(target.name, {"fused": staged["fused"]})}
     gated = {"fused": runners["fused"]}
     if "refine" in staged:  # the pair's halves are also checked alone below
@@ -120,7 +124,7 @@ def fidelity_checks(target: Runtime, pipeline, staged: dict[str, Path], photos, 
         if role not in runners:
             continue
         graph = pipeline.graph(role)
-        inputs = role_inputs(pipeline, role, photos)
+        inputs = role_inputs(pipeline, role, photos, extras=extras)
         vals = []
         for feed in inputs:
             arrays = [feed[n] for n in pipeline.input_names(role)]
@@ -174,7 +178,7 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
     # validate's per-photo default too, so the check and `mexport validate` on the same photos
     # cannot disagree; a lower --min-psnr lowers it with the median's.
     photo_threshold = min(default_photo_psnr(options.precision), threshold)
-    photos = check_photos(options) if options.check else []
+    photos, extras = check_photos(options, pipeline.spec) if options.check else ([], None)
     findings = _preflight(source, target, options.precision, log)
 
     with output_lock(out_dir), staging(out_dir.parent, "export", out_dir) as work:
@@ -199,7 +203,7 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
                 if options.check:
                     log(f"checking against the float pipeline on {len(photos)} photos (threshold {threshold:.1f} dB median "
                         f"alpha PSNR, {photo_threshold:.1f} dB every photo)")
-                    checks = fidelity_checks(target, pipeline, staged, photos, threshold, progress, photo_threshold)
+                    checks = fidelity_checks(target, pipeline, staged, photos, threshold, progress, photo_threshold, extras)
                     passed = all(c["passed"] for c in checks.values() if c.get("gated"))
         except ConversionError as e:
             # The converter's own words are in its log: kept where the user looks (the output

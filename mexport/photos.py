@@ -206,6 +206,55 @@ def prepare(photo: np.ndarray, spec: PipelineSpec) -> tuple[np.ndarray, Placemen
     return np.ascontiguousarray(tensor), Placement((h, w), box)
 
 
+def photo_folder(folder: str | Path) -> Path:
+    """Where a folder's photos are: FOLDER/image/ in the shared data layout, else FOLDER itself."""
+    folder = Path(folder)
+    return folder / "image" if (folder / "image").is_dir() else folder
+
+
+def load_extras(folder: str | Path, photos: list[tuple[str, np.ndarray]], spec: PipelineSpec) -> dict[str, dict[str, np.ndarray]]:
+    """A model's extra inputs (a trimap, ...) for each photo, by photo name: FOLDER/<input name>/
+    <photo stem>.png beside FOLDER/image/, read like a matte (grayscale, [0, 1], the photo's
+    size). Real data only: a photo without its file is an InputError naming the file."""
+    folder = Path(folder)
+    out: dict[str, dict[str, np.ndarray]] = {name: {} for name, _ in photos}
+    for e in spec.extra_inputs:
+        if e.channels != 1:
+            raise InputError(f"extra input {e.name!r} has {e.channels} channels: only 1-channel extra inputs are read from files")
+        where = folder / e.name
+        for name, photo in photos:
+            found = sorted(where.glob(f"{name}.*")) if where.is_dir() else []
+            if not found:
+                raise InputError(f"extra input {e.name!r} for photo {name!r} not found: expected {where / name}.png "
+                                 f"(a folder {e.name}/ beside image/, one file per photo)")
+            out[name][e.name] = load_matte(found[0], photo.shape[:2], e.name)
+    return out
+
+
+def prepare_extra(extra: np.ndarray, placement: Placement, spec: PipelineSpec) -> np.ndarray:
+    """HxW float32 in [0, 1] -> 1x1xHxW at refine size, placed like its photo; nearest resize (a
+    trimap's three levels stay three levels)."""
+    from PIL import Image
+
+    th, tw = spec.refine_size
+    top, left, bh, bw = placement.box
+    resized = np.asarray(Image.fromarray(extra.astype(np.float32), mode="F").resize((bw, bh), Image.NEAREST), dtype=np.float32)
+    canvas = np.zeros((th, tw), dtype=np.float32)
+    canvas[top : top + bh, left : left + bw] = resized
+    return np.ascontiguousarray(canvas[None, None])
+
+
+def prepared_inputs(photo: np.ndarray, extras: dict[str, np.ndarray] | None, spec: PipelineSpec) -> tuple[np.ndarray, ...]:
+    """The fused graph's inputs for one photo: the prepared photo, then each extra input in spec order."""
+    x, placement = prepare(photo, spec)
+    if not spec.extra_inputs:
+        return (x,)
+    if extras is None:
+        raise InputError("this model needs extra inputs (" + ", ".join(e.name for e in spec.extra_inputs)
+                         + "); give photos in a folder with image/ and one folder per extra input beside it")
+    return (x, *(prepare_extra(extras[e.name], placement, spec) for e in spec.extra_inputs))
+
+
 def restore(alpha: np.ndarray, placement: Placement, spec: PipelineSpec) -> np.ndarray:
     """1x1xHxW (or HxW) alpha at refine size -> HxW float32 alpha at the photo's size, in [0, 1]."""
     from PIL import Image

@@ -4,6 +4,7 @@ delegated to XNNPACK, with the preflight naming what it rewrites. Fused graph on
 graphs are the same code, tested on the reference model elsewhere."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ FP32 = ["onnx", "tflite", "coreml"]
 # Measured gaps, left open in #18 (each is what XNNPACK leaves to the builtin kernels): a stride-2
 # slice (the preflight names it); DIM's torch.where on the trimap; int8 InstanceNorm's statistics.
 OFF_DELEGATE = {("tensor_sizes", "fp32"): {"STRIDED_SLICE": 2}, ("tensor_sizes", "int8"): {"STRIDED_SLICE": 2},
-                ("dim_trimap", "fp32"): {"GREATER": 1, "LESS": 1, "SELECT_V2": 2},
+                ("dim_trimap", "fp32"): {"GREATER": 1, "LESS": 1, "SELECT_V2": 2}, ("dim_trimap", "int8"): {"GREATER": 1, "LESS": 1, "SELECT_V2": 2},
                 ("modnet_ibnorm", "int8"): {"ADD": 7, "RELU": 7, "RSQRT": 7}}
 
 
@@ -36,6 +37,21 @@ def inputs(pipe: MattingPipeline) -> tuple[np.ndarray, ...]:
     return (img, *extra)
 
 
+@pytest.fixture(scope="module")
+def trimap_folders(tmp_path_factory, alphamatting) -> dict[str, Path]:
+    """Real photos with their real trimaps, in the layout a trimap model reads: DIR/image/ and
+    DIR/trimap/ (alphamatting's trimap1). GT01-04 calibrate, GT05-06 check."""
+    root = tmp_path_factory.mktemp("trimaps")
+    out = {}
+    for use, stems in (("calib", ["GT01", "GT02", "GT03", "GT04"]), ("check", ["GT05", "GT06"])):
+        for sub, src in (("image", "image"), ("trimap", "trimap1")):
+            (root / use / sub).mkdir(parents=True)
+            for stem in stems:
+                (root / use / sub / f"{stem}.png").symlink_to(alphamatting / src / f"{stem}.png")
+        out[use] = root / use
+    return out
+
+
 def run(path, x) -> np.ndarray:
     runner = api.artifact_runner([path])
     try:
@@ -46,11 +62,12 @@ def run(path, x) -> np.ndarray:
 
 @pytest.mark.parametrize("target", FP32)
 @pytest.mark.parametrize("name", ZOO)
-def test_zoo_fp32_matches_torch(tmp_path, name, target):
+def test_zoo_fp32_matches_torch(tmp_path, name, target, trimap_folders):
     pipe = MattingPipeline(load_model(ref(name)))
     out = tmp_path / target
-    # photos alone cannot feed a trimap model: the export-time check is this test's, on made-up trimaps
-    result = api.export(target, out=out, model=ref(name), precision="fp32", roles=("fused",), check=not pipe.spec.extra_inputs)
+    # a trimap model's export-time check runs on real photos with their real trimaps
+    given = {"check_data": trimap_folders["check"]} if pipe.spec.extra_inputs else {}
+    result = api.export(target, out=out, model=ref(name), precision="fp32", roles=("fused",), **given)
     x = inputs(pipe)
     with torch.no_grad():
         want = pipe(*x).numpy()
@@ -61,12 +78,14 @@ def test_zoo_fp32_matches_torch(tmp_path, name, target):
 
 
 @pytest.mark.parametrize("target", ["onnx", "tflite"])
-@pytest.mark.parametrize("name", [n for n in ZOO if n != "dim_trimap"])
-def test_zoo_int8_is_valid_and_delegated(tmp_path, name, target):
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_int8_is_valid_and_delegated(tmp_path, name, target, trimap_folders):
     """Random weights: the fidelity gate is not the point (MODNet's random InstanceNorms give 26 dB);
-    int8 weights, a runnable model and full delegation are."""
-    result = api.export(target, out=tmp_path / target, model=ref(name), precision="int8", roles=("fused",), min_psnr=15.0)
+    int8 weights, a runnable model and full delegation are. A trimap model calibrates and is
+    checked on real photos with their real trimaps."""
     pipe = MattingPipeline(load_model(ref(name)))
+    given = {"calib": trimap_folders["calib"], "check_data": trimap_folders["check"]} if pipe.spec.extra_inputs else {}
+    result = api.export(target, out=tmp_path / target, model=ref(name), precision="int8", roles=("fused",), min_psnr=15.0, **given)
     got = run(result.files["fused"], inputs(pipe))
     assert got.shape == (1, 1, *pipe.spec.refine_size) and np.isfinite(got).all() and 0 <= got.min() and got.max() <= 1
     facts = result.facts["fused"]
@@ -121,10 +140,12 @@ def test_a_size_computed_from_the_photo_is_an_error_naming_module_and_line(tmp_p
     assert err and "bad.py:12" in err[0] and "computed from the input" in err[0], r.output
 
 
-def test_int8_of_a_trimap_model_is_one_line_and_writes_nothing(tmp_path):
+def test_a_trimap_model_without_its_trimaps_is_one_line_and_writes_nothing(tmp_path, alphamatting):
     out = tmp_path / "o"
     r = CliRunner().invoke(main, ["tflite", "--int8", "-m", ref("dim_trimap"), "-o", str(out)])
-    assert r.exit_code != 0 and "Traceback" not in r.output and "trimap" in r.output, r.output
+    assert r.exit_code != 0 and "Traceback" not in r.output and "--check-data" in r.output and "trimap" in r.output, r.output
+    r = CliRunner().invoke(main, ["tflite", "--int8", "-m", ref("dim_trimap"), "-o", str(out), "--check-data", str(alphamatting)])
+    assert r.exit_code != 0 and "Traceback" not in r.output and "trimap" in r.output and "not found" in r.output, r.output
     assert not out.exists() or not any(out.iterdir())
 
 

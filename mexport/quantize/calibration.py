@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..photos import DEFAULT_CALIB, default_photos, list_photos, load_photo
+from ..photos import DEFAULT_CALIB, default_photos, list_photos, load_photo, photo_folder
 
 MIN_CALIB_PHOTOS = 4
 
@@ -28,6 +28,18 @@ class FewCalibrationPhotos(UserWarning):
 class CalibrationSet:
     photos: tuple[tuple[str, np.ndarray], ...]
     source: str
+    folder: Path | None = None  # where extra inputs (a trimap/ beside image/) are read from
+
+    def extras(self, spec) -> dict | None:
+        """The extra inputs a model's spec asks for, per photo (None for a model without any)."""
+        from ..photos import load_extras
+
+        if not spec.extra_inputs:
+            return None
+        if self.folder is None:
+            raise InputError("int8 calibration needs this model's extra inputs (" + ", ".join(e.name for e in spec.extra_inputs)
+                             + ") with each photo: give --calib DIR with DIR/image/ and one folder per extra input beside it")
+        return load_extras(self.folder, list(self.photos), spec)
 
     @property
     def sha256(self) -> str:
@@ -44,7 +56,7 @@ def load_calibration(folder: str | Path | None = None, count: int | None = None)
         photos = default_photos(DEFAULT_CALIB)
         source = "default (scikit-image: " + ", ".join(DEFAULT_CALIB) + ")"
     else:
-        paths = list_photos(folder)
+        paths = list_photos(photo_folder(folder))
         photos = [(p.stem, load_photo(p)) for p in paths]
         source = str(folder)
     if count is not None:
@@ -53,28 +65,26 @@ def load_calibration(folder: str | Path | None = None, count: int | None = None)
         photos = photos[:count]
     if len(photos) < MIN_CALIB_PHOTOS:
         warnings.warn(f"only {len(photos)} calibration photos; {MIN_CALIB_PHOTOS}+ give steadier int8 ranges", FewCalibrationPhotos, stacklevel=2)
-    return CalibrationSet(tuple(photos), source)
+    return CalibrationSet(tuple(photos), source, Path(folder) if folder is not None else None)
 
 
-def role_inputs(pipeline, role: str, photos, max_photos: int | None = None) -> list[dict[str, np.ndarray]]:
-    """Inputs of a role's graph, by input name, one dict per photo (float pipeline in between)."""
+def role_inputs(pipeline, role: str, photos, max_photos: int | None = None, extras: dict | None = None) -> list[dict[str, np.ndarray]]:
+    """Inputs of a role's graph, by input name, one dict per photo (float pipeline in between);
+    ``extras``: the model's extra inputs per photo name (``CalibrationSet.extras``)."""
     import torch
 
-    from ..photos import prepare
+    from ..photos import prepared_inputs
 
-    if pipeline.spec.extra_inputs:  # made-up trimaps would calibrate ranges no real input has
-        raise InputError("int8 calibration needs this model's extra inputs (" + ", ".join(e.name for e in pipeline.spec.extra_inputs)
-                         + ") with each photo, which calibration photos do not give; export fp32 or fp16")
     names = pipeline.input_names(role)
     out = []
-    for _, photo in list(photos)[:max_photos]:
-        x = torch.from_numpy(prepare(photo, pipeline.spec)[0])
+    for name, photo in list(photos)[:max_photos]:
+        x, *extra = (torch.from_numpy(a) for a in prepared_inputs(photo, None if extras is None else extras[name], pipeline.spec))
         with torch.inference_mode():
             if role == "coarse":
-                vals = [pipeline.downsample(x)]
+                vals = [pipeline.downsample(x), *(pipeline.downsample(e) for e in extra)]
             elif role == "refine":
-                vals = [x, pipeline.coarse_graph(pipeline.downsample(x))]
+                vals = [x, pipeline.coarse_graph(pipeline.downsample(x), *(pipeline.downsample(e) for e in extra)), *extra]
             else:
-                vals = [x]
+                vals = [x, *extra]
         out.append({n: v.numpy().astype(np.float32) for n, v in zip(names, vals)})
     return out

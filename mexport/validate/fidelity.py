@@ -104,10 +104,9 @@ def fidelity(runner, reference, tensors: list[tuple[str, tuple[np.ndarray, ...]]
     return result
 
 
-def photo_tensors(photos: list[tuple[str, np.ndarray]], spec) -> list[tuple[str, tuple[np.ndarray, ...]]]:
-    """Prepared inputs for models without extra inputs (extras would need real data: not made up)."""
-    from ..photos import prepare
+def photo_tensors(photos: list[tuple[str, np.ndarray]], spec, extras: dict | None = None) -> list[tuple[str, tuple[np.ndarray, ...]]]:
+    """Prepared inputs per photo; a model with extra inputs needs them from real files
+    (``photos.load_extras``, by photo name): they are never made up."""
+    from ..photos import prepared_inputs
 
-    if spec.extra_inputs:
-        raise InputError("this model needs extra inputs (" + ", ".join(e.name for e in spec.extra_inputs) + "); fidelity on photos alone is not possible")
-    return [(name, (prepare(p, spec)[0],)) for name, p in photos]
+    return [(name, prepared_inputs(p, None if extras is None else extras[name], spec)) for name, p in photos]

@@ -121,6 +121,9 @@ def validate_artifact(artifact: Artifact, samples: list[GTSample], model: str | 
         references[key] = (reference_for(artifact, model), {})
     pipeline, ref_alphas = references[key]
     spec = pipeline.spec
+    if spec.extra_inputs:  # not read here yet: the export-time check reads them (--check-data)
+        raise InputError("mexport validate does not read extra inputs (" + ", ".join(e.name for e in spec.extra_inputs)
+                         + ") yet; the export-time check does: export with --check-data DIR (DIR/image/ and DIR/<input>/)")
     runner = artifact.runner(threads=threads, **(runner_kw or {}).get(artifact.target, {}))
     torch_ref = TorchRunner(pipeline)
 

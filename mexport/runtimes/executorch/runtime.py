@@ -44,7 +44,8 @@ class ExecutorchRuntime(Runtime):
             import torch
 
             feeds = [tuple(torch.from_numpy(f[n]) for n in pipeline.input_names(role))
-                     for f in role_inputs(pipeline, role, calibration.photos, recipe.calibration.max_photos)]
+                     for f in role_inputs(pipeline, role, calibration.photos, recipe.calibration.max_photos,
+                                                 calibration.extras(pipeline.spec))]
             graph = quantize(graph, example, feeds, recipe)
         program = capture(graph, example, role)
         check_output_shape(pipeline, role, output_shape(program))

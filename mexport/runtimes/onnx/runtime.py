@@ -52,7 +52,7 @@ class OnnxRuntime(Runtime):
         elif options.precision == "int8":
             from ...quantize.calibration import role_inputs
 
-            feeds = role_inputs(pipeline, role, calibration.photos, recipe.calibration.max_photos)
+            feeds = role_inputs(pipeline, role, calibration.photos, recipe.calibration.max_photos, calibration.extras(pipeline.spec))
             model = q.quantize_static(ensure_opset(model, 13), feeds, recipe)
         set_provenance(model, provenance)
         onnx.checker.check_model(model)

@@ -73,7 +73,8 @@ class TfliteRuntime(Runtime):
         elif options.precision == "int8":
             from ...quantize.calibration import role_inputs
 
-            feeds = [feed(f, options) for f in role_inputs(pipeline, role, calibration.photos, recipe.calibration.max_photos)]
+            feeds = [feed(f, options) for f in role_inputs(pipeline, role, calibration.photos, recipe.calibration.max_photos,
+                                                                 calibration.extras(pipeline.spec))]
             data, selection = q.quantize_static(data, role, feeds, recipe, pipeline, int8_io=options.io == "int8")
         data = finalize(data, provenance)
         path.write_bytes(data)
