@@ -110,7 +110,7 @@ def main() -> None:
     old_python = old_runtime_python()
     for role in pipe.roles():
         opts = t.Options()
-        module, _ = tfl.export_module(pipe, role, opts)
+        module, _, _ = tfl.export_module(pipe, role, opts)
         data = tfl.litert_convert(module, role, tfl.sample_inputs(pipe, role, opts))
         feeds = [tfl.feed(f, opts) for f in role_inputs(plain, role, cal.photos, recipe.calibration.max_photos)]
 

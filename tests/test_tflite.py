@@ -301,7 +301,7 @@ def reference_fused(reference_pipeline):
 
     t = get_runtime("tflite")
     opts = t.Options()
-    module, swaps = tfl.export_module(reference_pipeline, "fused", opts)
+    module, swaps, _ = tfl.export_module(reference_pipeline, "fused", opts)
     data = tfl.litert_convert(module, "fused", tfl.sample_inputs(reference_pipeline, "fused", opts))
     photos = [(f"GT{i}", load_photo(SHARED / "image" / f"GT{i}.png")) for i in (15, 16, 17, 18)]
     photos += [(n, load_photo(skimage_photo_path(n))) for n in ("chelsea", "motorcycle_right")]
@@ -356,7 +356,7 @@ def test_reference_fp32_matches_torch_on_real_photos(reference_fused, reference_
     assert insp.delegation(data)["fallback_ops"] == {}  # its border fix included (a value-1 pad was a PADV2 XNNPACK left)
     t, opts = get_runtime("tflite"), get_runtime("tflite").Options()
     for role, bound in (("coarse", 1e-4), ("refine", 1e-5)):
-        module, _ = tfl.export_module(reference_pipeline, role, opts)
+        module, _, _ = tfl.export_module(reference_pipeline, role, opts)
         path = tmp_path / f"{role}.tflite"
         path.write_bytes(fbuf.finalize(tfl.litert_convert(module, role, tfl.sample_inputs(reference_pipeline, role, opts)),
                                       make_provenance(reference_pipeline, t, role, opts)))
