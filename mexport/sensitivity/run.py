@@ -136,5 +136,5 @@ def command_line(target, model, calib, evals, holdout, targets: Targets, budget_
         parts.append(f"--calib {calib}")
     parts += [f"--eval {e}" for e in evals]
     parts += [f"--holdout {holdout:g}", f"--target-psnr {targets.median_db:g}", f"--min-photo-psnr {targets.photo_db:g}",
-              f"--budget-min {budget_min:g}"]
+              f"--margin {targets.margin_db:g}", f"--budget-min {budget_min:g}"]
     return " ".join(parts)
