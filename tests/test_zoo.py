@@ -185,3 +185,15 @@ def test_an_onnx_style_graph_has_its_shape_tensors_fixed():
     r = CliRunner().invoke(main, ["doctor", "-m", ref("onnx_graph"), "-t", "tflite"])
     fixed = [ln for ln in r.output.splitlines() if ln.startswith("rewrite") and "computed from shapes fixed" in ln]
     assert r.exit_code == 0 and [ln.split(": ")[1] for ln in fixed] == ["coarse.resize", "coarse.slice"], r.output
+
+
+def test_the_readme_doctor_command_runs_from_the_repository_root():
+    """The console script, as the README runs it: `--model tests.zoo.X:factory` from the repository
+    root (its working directory is not on sys.path, and site-packages may hold a `tests` namespace)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([str(Path(sys.executable).parent / "mexport"), "doctor", "--model", "tests.zoo.convgru:factory", "-t", "tflite"],
+                       cwd=root, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "doctor: 0 error(s)" in r.stdout, r.stdout + r.stderr

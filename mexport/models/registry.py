@@ -39,6 +39,24 @@ def state_dict_sha256(*modules) -> str:
     return h.hexdigest()
 
 
+def _import_from_here(name: str):
+    """``importlib.import_module``, retried with the working directory on ``sys.path`` when the
+    package is not found: the ``mexport`` console script does not put it there, unlike
+    ``python -m`` (uvicorn and gunicorn do the same for ``module:app``)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        here = str(Path.cwd())
+        if here in sys.path or not (e.name and name.startswith(e.name.split(".")[0])):
+            raise
+        sys.path.insert(0, here)
+        top = name.split(".")[0]
+        if getattr(sys.modules.get(top), "__file__", "") is None:  # a namespace package of that name, found first elsewhere
+            for key in [k for k in sys.modules if k == top or k.startswith(top + ".")]:
+                del sys.modules[key]
+        return importlib.import_module(name)
+
+
 def _load_factory(ref: str) -> Callable[[], MattingModel]:
     target, sep, attr = ref.rpartition(":")
     if not sep or not target or not attr:
@@ -59,7 +77,7 @@ def _load_factory(ref: str) -> Callable[[], MattingModel]:
             raise InputError(f"could not import {target}: {type(e).__name__}: {e}") from None
     else:
         try:
-            module = importlib.import_module(target)
+            module = _import_from_here(target)
         except SystemExit as e:
             raise InputError(f"could not import {target}: it called sys.exit({e.code!r})") from None
         except Exception as e:
