@@ -5,12 +5,14 @@ control, and `mexport sensitivity`'s recipe, all on onnxruntime.
     .venv/bin/python benchmarks/sensitivity_report.py --data ../shared/data
     .venv/bin/python benchmarks/sensitivity_report.py --data ../shared/data --target tflite   # reports/sensitivity_tflite.md
 
-Every variant is calibrated on scikit-image's six calibration photos. mexport's search tunes on
-half of each family's photos (a hash split) and the table judges on the other half, which no
-variant saw. NNCF's accuracy control gets the same metric as its validation function, the worse of
-the median and the worst photo against the targets (`min(median, worst + (target - photo_target))`,
-the float model's capped at 60), and max_drop 60 - target: it stops when both hold on its
-validation photos, which are tuning photos. It needs `nncf` (`.venv/bin/pip install -e ".[compare]"`), and its graph
+Every variant is calibrated on the same real photos: a third of each family (`--calib-share`, a
+hash split of the names). mexport's search tunes on half of the others and the table judges on
+the rest, which no variant calibrated or tuned on. Folds 1 and 2 (`--fold`) rotate the thirds, so
+every photo is held out once: the cross-validation table runs the search alone on them.
+NNCF's accuracy control gets the same metric as its validation function, the worse of the median
+and the worst photo against the targets (`min(median, worst + (target - photo_target))`, the float
+model's capped at 60), and max_drop 60 - target: it stops when both hold on its validation photos,
+which are tuning photos. It needs `nncf` (`.venv/bin/pip install -e ".[compare]"`), and its graph
 with Constant nodes moved into initializers (it fails on them otherwise).
 """
 
@@ -28,6 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ("alphamatting", "portraits-p3m", "animals-am2k")
 CAP = 60.0
+MAX_LATENCY = 1.15  # the search's default allowance, x naive int8
 
 
 def constants_to_initializers(model):
@@ -66,6 +69,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--target", default="onnx", choices=("onnx", "tflite"),
                     help="tflite: mexport's search alone (NNCF's accuracy control is ONNX only)")
+    ap.add_argument("--calib-share", type=float, default=0.33, help="share of each family calibrated on (mexport sensitivity --calib-share)")
+    ap.add_argument("--folds", type=int, default=3, help="fold 0 in full; folds 1.. (rotated splits) run the search alone")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if args.target == "tflite":
@@ -94,11 +99,12 @@ def main() -> None:
     # 1. mexport's search
     t0 = time.perf_counter()
     res = api.sensitivity("onnx", work / "mexport", evals=evals, median_db=args.target_psnr, photo_db=args.min_photo_psnr,
-                          budget_min=args.budget_min, log=print)
+                          budget_min=args.budget_min, calib_share=args.calib_share, log=print)
     mexport_s = time.perf_counter() - t0
     tune, held = res.photos["tune"], res.photos["holdout"]
     pipeline = api.load_pipeline(None)
     everything = {n: a for d in evals for n, a in folder_photos(d)}
+    calib_dir = calibration_folder(args.data, res.photos["calibration"], work / "calib")
 
     def tensors(names):
         xs = [prepare(everything[n], pipeline.spec)[0] for n in names]
@@ -109,16 +115,19 @@ def main() -> None:
     naive_recipe = work / "naive.json"
     naive_recipe.write_text(res.naive.recipe.to_json())
     files = {}
+    # "declared": the model's hand-written int8 declarations (its default recipe), the baseline the
+    # search has to match before they can go
     for label, precision, recipe in (("fp32", "fp32", None), ("naive int8", "int8", naive_recipe),
+                                     ("declared recipe (hand-written)", "int8", None),
                                      ("mexport sensitivity", "int8", work / "mexport" / "recipe.json")):
-        out = work / label.replace(" ", "-")
-        api.export("onnx", out, precision=precision, target_options={"check": False, **({"recipe": recipe} if recipe else {})},
-                   roles=("fused",))
+        out = work / label.split(" (")[0].replace(" ", "-")
+        quantized = {"calib": calib_dir, **({"recipe": recipe} if recipe else {})} if precision == "int8" else {}
+        api.export("onnx", out, precision=precision, target_options={"check": False, **quantized}, roles=("fused",))
         files[label] = out / "fused.onnx"
 
     # 3. NNCF: plain quantize, and accuracy control with the same metric and targets
     rt = get_runtime("onnx")
-    calib = load_calibration(None)
+    calib = load_calibration(calib_dir)
     feeds = role_inputs(plain_form(pipeline), "fused", calib.photos, 32)
     float_model = constants_to_initializers(onnx.load(files["fp32"]))
     by_family = {f: [n for n in tune if n.startswith(f + "/")] for f in FAMILIES}
@@ -167,13 +176,16 @@ def main() -> None:
     # 5. latency, interleaved, one process per artifact
     lat = interleaved_latency([Subject(k, paths=(str(v),)) for k, v in files.items()], threads=(1, 2), rounds=args.rounds)
 
+    folds = cross_validation(args, evals, work, "onnx", res)
+
     naive1 = lat["naive int8"]["threads"][1]["p50_ms"]
     searched = {"mexport sensitivity": mexport_s, **nncf_s}
     lines = ["# int8 by search: naive, NNCF accuracy control, `mexport sensitivity` (ONNX)", "",
              f"Made by `.venv/bin/python benchmarks/sensitivity_report.py --data {args.data}` "
              f"({', '.join(f'{k} {v}' for k, v in versions().items() if k in ('onnxruntime', 'torch', 'mexport'))}, nncf {nncf.__version__}).", "",
              f"Model: the reference `u2netp-refine` with **no int8 declarations** used (the search starts from naive int8). "
-             f"Calibration: scikit-image's six calibration photos, for every variant. Targets: median alpha PSNR vs float ≥ "
+             f"Calibration: the same {len(res.photos['calibration'])} real photos for every variant, a third of each family by a hash "
+             f"of the name ({', '.join(res.photos['calibration'])}). Targets: median alpha PSNR vs float ≥ "
              f"{args.target_psnr:g} dB and every photo ≥ {args.min_photo_psnr:g} dB. Judged on the {len(held)} held-out photos "
              f"below, which no variant tuned on; `mexport sensitivity` tuned on {len(tune)} others, NNCF validated on "
              f"{len(val_names)} of those ({', '.join(val_names)}), for at most {args.nncf_iterations} iterations of its "
@@ -188,13 +200,14 @@ def main() -> None:
         lines.append(f"| {label} | {r['median']:.1f} | {r['worst']:.1f} | {r['worst_photo']} | {r['sad']:.1f} | "
                      f"{t[1]['p50_ms']:.0f} | {t[2]['p50_ms']:.0f} | {t[1]['p50_ms'] / naive1:.2f} | "
                      f"{'–' if s is None else f'{s / 60:.1f} min'} |")
+    lines += fold_table(folds, "onnx")
     lines += ["", "mexport's search in detail (its own report, on the tuning photos):", ""]
     report = (work / "mexport" / "report.md").read_text()
     body = report.split("\n", 2)[2].replace("](candidates.png)", "](sensitivity.png)").replace("\n## ", "\n### ")
     lines.append(body)
     args.out.write_text("\n".join(lines).rstrip() + "\n")
     shutil.copy(work / "mexport" / "candidates.png", args.out.with_suffix(".png"))
-    (args.out.with_suffix(".json")).write_text(json.dumps({"rows": rows, "search_s": searched, "latency": {
+    (args.out.with_suffix(".json")).write_text(json.dumps({"rows": rows, "search_s": searched, "folds": folds, "latency": {
         k: {t: v["p50_ms"] for t, v in lat[k]["threads"].items()} for k in files}}, indent=2) + "\n")
     shutil.copy(work / "mexport" / "recipe.json", args.out.with_name("sensitivity_recipe.json"))
     shutil.rmtree(work, ignore_errors=True)
@@ -208,17 +221,81 @@ def tflite_only(args) -> None:
     out = args.out or ROOT / "reports/sensitivity_tflite.md"
     work = Path(tempfile.mkdtemp(prefix="mexport-sensitivity-report-"))
     try:
-        api.sensitivity("tflite", work / "s", evals=tuple(args.data / f for f in FAMILIES), median_db=args.target_psnr,
-                        photo_db=args.min_photo_psnr, budget_min=args.budget_min, log=print)
+        evals = tuple(args.data / f for f in FAMILIES)
+        res = api.sensitivity("tflite", work / "s", evals=evals, median_db=args.target_psnr, photo_db=args.min_photo_psnr,
+                        budget_min=args.budget_min, calib_share=args.calib_share, log=print)
+        folds = cross_validation(args, evals, work, "tflite", res)
         body = (work / "s" / "report.md").read_text().split("\n", 2)[2].replace("](candidates.png)", f"]({out.stem}.png)")
         out.write_text(f"# int8 by search on LiteRT: `mexport sensitivity --target tflite`\n\nMade by `.venv/bin/python "
                        f"benchmarks/sensitivity_report.py --data {args.data} --target tflite`, on the reference model with no int8 "
-                       f"declarations used (the search starts from naive int8).\n\n" + body)
+                       f"declarations used (the search starts from naive int8), calibrated on a third of each family "
+                       f"(`--calib-share {args.calib_share:g}`).\n" + "\n".join(fold_table(folds, "tflite")) + "\n\nFold 0 in detail:\n\n"
+                       + body)
         shutil.copy(work / "s" / "candidates.png", out.with_suffix(".png"))
         shutil.copy(work / "s" / "recipe.json", out.with_name(out.stem + "_recipe.json"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"wrote {out}")
+
+
+def calibration_folder(data: Path, names: list[str], folder: Path) -> Path:
+    """The search's calibration photos (FAMILY/STEM) as a folder the exports and NNCF read: links to
+    the original files, so every variant calibrates on the same pixels."""
+    from mexport.photos import list_photos
+
+    folder.mkdir(parents=True)
+    for n in names:
+        family, stem = n.split("/", 1)
+        src, = [p for p in list_photos(data / family / "image") if p.stem == stem]
+        (folder / f"{family}_{src.name}").symlink_to(src.resolve())
+    return folder
+
+
+def cross_validation(args, evals, work: Path, target: str, first) -> list[dict]:
+    """Every fold's search (fold 0 is ``first``, the run the report details): held-out median and
+    worst photo, latency against naive int8, search time."""
+    from mexport import api
+
+    results = [first] + [api.sensitivity(target, work / f"fold{fold}", evals=evals, median_db=args.target_psnr,
+                                         photo_db=args.min_photo_psnr, budget_min=args.budget_min,
+                                         calib_share=args.calib_share, fold=fold, log=print)
+                         for fold in range(1, args.folds)]
+    def row(c, n):
+        h = c.holdout if c else None
+        return None if h is None else {
+            "floats": len(c.floats), "median": h.median, "worst": h.worst, "worst_photo": h.worst_photo,
+            "ratio": c.latency.get(1, float("nan")) / n.latency.get(1, float("nan"))}
+
+    # the fastest recipe meeting the targets on the tuning photos is the chosen one when the
+    # allowance bought nothing
+    return [{"fold": fold, "held": r.photos["holdout"], "chosen": row(r.chosen, r.naive),
+             "fastest": row(r.fastest or r.chosen, r.naive), "minutes": r.seconds / 60, "passed": r.passed}
+            for fold, r in enumerate(results)]
+
+
+def fold_table(folds: list[dict], target: str) -> list[str]:
+    if not folds:
+        return []
+    lines = ["", f"Cross-validation: `mexport sensitivity --target {target} --calib-share 0.33 --fold F`, each fold calibrating on "
+             "one third of every family, tuning on another and judged on the last (animals-am2k/sample3 is never held out: 13 "
+             "photos do not split in thirds). Each fold is its own search, from naive int8. *Fastest*: the fastest recipe "
+             "meeting the targets on the tuning photos (`--max-latency 1`); *chosen*: the one with the widest margin on its worst "
+             "tuning photos within 1.15x naive int8's latency (the default). Held-out median / worst photo (dB), × naive int8 "
+             "(1 thread):", "",
+             "| fold | fastest: float layers | held-out | × naive | chosen: float layers | held-out | worst photo | × naive | "
+             "search time | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def cells(x):
+        return ["–"] * 3 if x is None else [str(x["floats"]), f"{x['median']:.1f} / {x['worst']:.1f}", f"{x['ratio']:.2f}"]
+
+    for f in folds:
+        c = f["chosen"]
+        fast = cells(f["fastest"])
+        chosen = cells(c)
+        verdict = "FAIL" if not f["passed"] else ("PASS" if c["ratio"] <= MAX_LATENCY else "FAIL (latency)")
+        lines.append(f"| {f['fold']} | {' | '.join(fast)} | {chosen[0]} | {chosen[1]} | {c['worst_photo'] if c else '–'} | "
+                     f"{chosen[2]} | {f['minutes']:.1f} min | {verdict} |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -410,17 +410,18 @@ def to_json(obj: Any) -> str:
 
 def sensitivity(target: str, out: str | Path, model: str | None = None, calib: Path | None = None, evals: tuple[Path, ...] = (),
                 holdout: float = 0.5, median_db: float = 38.0, photo_db: float = 30.0, margin_db: float = 0.5,
-                budget_min: float = 15.0, workers: int | None = None, executor=None, log=lambda s: None, progress=None):
+                budget_min: float = 15.0, workers: int | None = None, executor=None, log=lambda s: None, progress=None,
+                calib_share: float = 0.0, fold: int = 0, max_latency: float = 1.15):
     """`mexport sensitivity`: see :mod:`mexport.sensitivity.search`."""
     from .sensitivity.run import sensitivity as run
     from .sensitivity.search import Targets
 
     try:
-        targets = Targets(median_db, photo_db, margin_db)
+        targets = Targets(median_db, photo_db, margin_db, max_latency)
     except ValueError as e:
         raise InputError(str(e)) from None
-    return run(target, out, model=model, calib=calib, evals=evals, holdout=holdout, targets=targets, budget_min=budget_min,
-               workers=workers, executor=executor, progress=progress, log=log)
+    return run(target, out, model=model, calib=calib, evals=evals, holdout=holdout, calib_share=calib_share, fold=fold, targets=targets,
+               budget_min=budget_min, workers=workers, executor=executor, progress=progress, log=log)
 
 
 def doctor(model: str | None = None, targets: list[str] | None = None, roles: tuple[str, ...] = ("fused",)) -> list:
@@ -445,15 +446,16 @@ def sensitivity_json(result) -> dict:
 
 def sensitivity_summary(result, out: Path) -> str:
     """The verdict in a few lines: chosen recipe, held-out numbers, latency against naive int8."""
-    c, n = result.chosen, result.naive
+    c = result.chosen
     if c is None:
         return f"FAIL: no int8 recipe met the targets on the tuning photos ({Path(out) / 'report.md'})"
     h = c.holdout
-    ratio = c.latency.get(1, float("nan")) / n.latency.get(1, float("nan"))
+    ratio = result.latency_ratio
     held = (f"held-out photos: median {h.median:.1f} dB, worst {h.worst:.1f} dB ({h.worst_photo})" if h
             else "no held-out photos: not judged")
     return "\n".join([
         f"{'PASS' if result.passed else 'FAIL'}: {len(c.floats)} layer(s) kept in float; {held}; "
-        f"{ratio:.2f}x naive int8's latency (1 thread)",
+        f"{ratio:.2f}x naive int8's latency (1 thread; "
+        + (f"allowed {result.targets.max_latency:g}x)" if result.within_latency else f"OVER the {result.targets.max_latency:g}x allowed)"),
         f"recipe: {Path(out) / 'recipe.json'} (use: mexport {result.target} --int8 --recipe {Path(out) / 'recipe.json'})",
         f"report: {Path(out) / 'report.md'}"])

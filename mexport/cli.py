@@ -500,24 +500,36 @@ def bundle_sign(path, key, signature):
               help="Folder of evaluation photos (repeatable; FOLDER/image/ is used when present). Each folder is split "
                    "into tuning photos (the search decides on them) and held-out photos (the verdict is given on them).")
 @click.option("--holdout", type=float, default=0.5, show_default=True, help="Share of each --eval folder held out from the search.")
+@click.option("--calib-share", type=float, default=0.0,
+              help="Calibrate on this share of each --eval folder (a hash split, before --holdout splits the rest) "
+                   "instead of --calib: ranges from photos like the ones judged, never the same ones.")
+@click.option("--fold", type=int, default=0, show_default=True,
+              help="Rotate the --calib-share split: with --calib-share 0.33 and --holdout 0.5, folds 0, 1 and 2 hold out "
+                   "each third of every folder once.")
 @click.option("--target-psnr", type=float, default=38.0, show_default=True, help="Median alpha PSNR vs float to reach (dB).")
 @click.option("--min-photo-psnr", type=float, default=30.0, show_default=True, help="Alpha PSNR vs float every photo must reach (dB).")
 @click.option("--margin", type=float, default=0.5, show_default=True, help="How much more the tuning photos must reach (dB).")
+@click.option("--max-latency", type=float, default=1.15, show_default=True,
+              help="Latency allowed, x naive int8's (1 thread): the search spends it on the worst photos' margin "
+                   "(1: the fastest recipe that meets the targets).")
 @click.option("--budget-min", type=float, default=15.0, show_default=True, help="Time budget of the search (minutes).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Trial processes (default: one per core).")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where to write recipe.json, report.md, candidates.png and sensitivity.json.")
 @output_options
 @handle_errors
-def sensitivity(target, model, calib, evals, holdout, target_psnr, min_photo_psnr, margin, budget_min, workers, out, as_json, quiet):
-    """Find the fastest int8 recipe whose alpha stays within the targets, on the target runtime.
+def sensitivity(target, model, calib, evals, holdout, calib_share, fold, target_psnr, min_photo_psnr, margin, max_latency, budget_min,
+                workers, out, as_json, quiet):
+    """Find an int8 recipe whose alpha stays within the targets, on the target runtime: the one with
+    the widest margin on the worst photos within --max-latency of naive int8.
 
     Reuse it with `mexport TARGET --int8 --recipe OUT/recipe.json`; exit 1 if no recipe meets the
     targets on the held-out photos."""
     with progress_ui(as_json, quiet) as ui:
         result = api.sensitivity(target, out, model=model, calib=calib, evals=tuple(evals), holdout=holdout,
-                                 median_db=target_psnr, photo_db=min_photo_psnr, margin_db=margin, budget_min=budget_min,
-                                 workers=workers, progress=ui, log=ui.log)
+                                 calib_share=calib_share, fold=fold, median_db=target_psnr, photo_db=min_photo_psnr,
+                                 margin_db=margin, max_latency=max_latency, budget_min=budget_min, workers=workers,
+                                 progress=ui, log=ui.log)
     if as_json:
         click.echo(api.to_json(api.sensitivity_json(result)))
     elif quiet:

@@ -42,7 +42,7 @@ def search(tmp_path, toy, eval_photos, *extra):
 def test_one_ill_conditioned_layer_is_named_first_and_fixed(tmp_path, eval_photos):
     """toy_int8.one_culprit: naive int8 breaks on `coarse.bad` (one input channel read with weights
     1000x the others'); the search ranks it first, says why, and keeps only it in float."""
-    r, out, d = search(tmp_path, "one_culprit", eval_photos)
+    r, out, d = search(tmp_path, "one_culprit", eval_photos, "--max-latency", "1")
     assert r.exit_code == 0, r.output
     assert d["passed"] and d["naive"]["tune"]["worst"] < 30  # naive int8 is broken
     ranked = sorted((u for u in d["units"] if u["gain_db"] is not None), key=lambda u: -u["gain_db"])
@@ -109,6 +109,48 @@ def test_split_is_per_folder_and_stable():
     for fam in ("a", "b"):
         assert sum(n.startswith(fam) for n, _ in held) == 3
     assert {n for n, _ in split_photos(list(reversed(photos)), 0.5)[1]} == {n for n, _ in held}
+
+
+def test_calibration_split_is_per_folder_disjoint_and_every_fold_holds_out_a_new_third():
+    from collections import Counter
+
+    from mexport.sensitivity.run import split_calibration
+
+    photos = [(f"{fam}/p{i}", np.zeros(1)) for fam in ("a", "b") for i in range(9)]
+    held_out = Counter()
+    for fold in range(3):
+        cal, tune, held = split_calibration(photos, 1 / 3, 0.5, fold)
+        assert sorted(n for n, _ in cal + tune + held) == sorted(n for n, _ in photos)  # disjoint, nothing dropped
+        for part in (cal, tune, held):
+            assert [sum(n.startswith(f) for n, _ in part) for f in "ab"] == [3, 3]
+        held_out.update(n for n, _ in held)
+        again = split_calibration(list(reversed(photos)), 1 / 3, 0.5, fold)
+        assert [sorted(n for n, _ in part) for part in again] == [sorted(n for n, _ in part) for part in (cal, tune, held)]
+    assert sorted(held_out) == sorted(n for n, _ in photos) and set(held_out.values()) == {1}
+
+
+def test_calibrating_on_a_share_of_the_eval_photos(tmp_path, eval_photos):
+    """--calib-share: the ranges come from some of the user's own photos, never those tuned or
+    judged on; the report's command line reproduces the split."""
+    r, out, d = search(tmp_path, "one_culprit", eval_photos, "--calib-share", "0.25", "--holdout", "0.34", "--max-latency", "1")
+    assert r.exit_code == 0, r.output
+    cal, tune, held = (set(d["photos"][k]) for k in ("calibration", "tune", "holdout"))
+    assert len(cal) == 2 and len(tune) == 4 and len(held) == 2
+    assert not {n.split("/")[-1] for n in cal} & {n.split("/")[-1] for n in tune | held}
+    assert d["chosen"]["floats"] == ["coarse.bad"] and d["passed"]
+    assert "--calib-share 0.25" in (out / "report.md").read_text()
+    for extra, msg in ((("--calib", str(eval_photos)), "not both"), (("--fold", "1"), "give --calib-share too"),
+                       (("--calib-share", "1.5"), "(0, 1)")):
+        r = invoke("sensitivity", "--target", "onnx", "--model", f"{TOYS}:one_culprit", "--eval", str(eval_photos),
+                   *(("--calib-share", "0.25") if "--fold" not in extra and "--calib-share" not in extra else ()), *extra,
+                   "-o", str(tmp_path / "o"))
+        one_error_line(r, 2, msg)
+    r = invoke("sensitivity", "--target", "onnx", "--model", f"{TOYS}:one_culprit", "--calib-share", "0.25", "-o", str(tmp_path / "o"))
+    one_error_line(r, 2, "give at least one")
+    r = invoke("sensitivity", "--target", "onnx", "--model", f"{TOYS}:one_culprit", "--eval", str(eval_photos), "--max-latency", "0.5",
+               "-o", str(tmp_path / "o"))
+    one_error_line(r, 2, "max_latency must be in [1, 10]")
+    assert not (tmp_path / "o").exists()
 
 
 def test_quick_ranking_names_the_reference_models_culprit(reference_pipeline):

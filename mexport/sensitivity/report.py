@@ -56,14 +56,17 @@ def markdown(r: SearchResult, command: str) -> str:
              f"Made by `{command}` in {r.seconds / 60:.1f} min ({r.trials} trials on the runtime).", ""]
     c, n = r.chosen, r.naive
     verdict = ("**PASS**" if r.passed else "**FAIL**") if c and c.holdout else ("no held-out photos: not judged" if c else "**no recipe**")
+    if c is not None and c.latency and not r.within_latency:
+        verdict += f" on fidelity, at {r.latency_ratio:.2f}x naive int8's latency: **over the {r.targets.max_latency:g}x allowed**"
     lines += [f"Targets: median alpha PSNR vs float ≥ {r.targets.median_db:g} dB and every photo ≥ {r.targets.photo_db:g} dB "
-              f"on the held-out photos (the search asks {r.targets.margin_db:g} dB more on the tuning photos). Verdict: {verdict}.", ""]
+              f"on the held-out photos (the search asks {r.targets.margin_db:g} dB more on the tuning photos), within "
+              f"{r.targets.max_latency:g}x naive int8's latency, spent on the worst photos' margin. Verdict: {verdict}.", ""]
     lines += ["| recipe | float layers | tuning median / worst (dB) | held-out median / worst (dB) | worst held-out photo | "
               "p50 1 thr (ms) | p50 2 thr (ms) | × naive (1 thr) |", "|---|---|---|---|---|---|---|---|"]
     fp = r.fp32_latency
     lines.append(f"| fp32 | all | – | – | – | {fp.get(1, 0):.3g} | {fp.get(2, 0):.3g} | "
                  f"{fp.get(1, math.nan) / n.latency.get(1, math.nan):.2f} |")
-    for label, x in (("naive int8", n), ("**chosen**", c)):
+    for label, x in (("naive int8", n), ("fastest meeting the targets", r.fastest), ("**chosen**", c)):
         if x is None:
             continue
         h = x.holdout
@@ -121,9 +124,10 @@ def result_json(r: SearchResult) -> dict[str, Any]:
                 "holdout": None if c.holdout is None else {"median": c.holdout.median, "worst": c.holdout.worst,
                                                            "worst_photo": c.holdout.worst_photo, "psnr": c.holdout.psnr}}
 
-    return {"schema": 1, "target": r.target, "targets": vars(r.targets), "passed": r.passed, "seconds": r.seconds,
+    return {"schema": 1, "target": r.target, "targets": vars(r.targets), "passed": r.passed, "within_latency": r.within_latency,
+            "latency_ratio": r.latency_ratio, "seconds": r.seconds,
             "trials": r.trials, "photos": r.photos, "notes": r.notes, "fp32_latency_p50_ms": r.fp32_latency,
-            "naive": cand(r.naive), "chosen": cand(r.chosen), "candidates": [cand(c) for c in r.candidates],
+            "naive": cand(r.naive), "chosen": cand(r.chosen), "fastest": cand(r.fastest), "candidates": [cand(c) for c in r.candidates],
             "units": [{"path": u.path, "joined": u.joined, "macs": u.macs, "ops": u.ops, "gain_db": u.gain_db,
                        "alone_int8": None if u.alone is None else {"median": u.alone.median, "worst": u.alone.worst},
                        "quick": None if u.stats is None else {k: v for k, v in vars(u.stats).items() if k != "path"}}

@@ -37,15 +37,49 @@ def split_photos(photos: list[tuple[str, np.ndarray]], holdout: float) -> tuple[
         by_folder.setdefault(name.rsplit("/", 1)[0], []).append((name, arr))
     tune, held = [], []
     for items in by_folder.values():
-        items = sorted(items, key=lambda p: hashlib.sha256(p[0].encode()).hexdigest())
+        items = _hash_order(items)
         k = int(round(len(items) * holdout))
         held += items[:k]
         tune += items[k:]
     return tune, held
 
 
+def _hash_order(items: list) -> list:
+    return sorted(items, key=lambda p: hashlib.sha256(p[0].encode()).hexdigest())
+
+
+def split_calibration(photos: list[tuple[str, np.ndarray]], share: float, holdout: float, fold: int = 0) -> tuple[list, list, list]:
+    """(calibration, tuning, held-out), per folder, in the hash order of :func:`split_photos`: a user
+    with one set of photos calibrates on some of each folder (people, pets, products alike), and
+    the search tunes and is judged on others, none of which the ranges saw.
+
+    ``fold`` rotates each folder's order by its calibration count, so with a third for calibration
+    and half the rest held out, folds 0, 1 and 2 hold out each third once (cross-validation)."""
+    if not 0 < share < 1:
+        raise InputError("--calib-share must be in (0, 1)")
+    if not 0 <= holdout < 1:
+        raise InputError("--holdout must be in [0, 1)")
+    if fold < 0:
+        raise InputError("--fold must be >= 0")
+    by_folder: dict[str, list] = {}
+    for name, arr in photos:
+        by_folder.setdefault(name.rsplit("/", 1)[0], []).append((name, arr))
+    calib, tune, held = [], [], []
+    for items in by_folder.values():
+        items = _hash_order(items)
+        c = max(1, int(round(len(items) * share)))
+        shift = (fold * c) % len(items)
+        items = items[shift:] + items[:shift]
+        calib += items[:c]
+        rest = items[c:]
+        k = int(round(len(rest) * holdout))
+        held += rest[:k]
+        tune += rest[k:]
+    return calib, tune, held
+
+
 def sensitivity(target: str, out_dir: str | Path, model: str | None = None, calib: Path | None = None,
-                evals: tuple[Path, ...] = (), holdout: float = 0.5, targets: Targets = Targets(), budget_min: float = 15.0,
+                evals: tuple[Path, ...] = (), holdout: float = 0.5, calib_share: float = 0.0, fold: int = 0, targets: Targets = Targets(), budget_min: float = 15.0,
                 workers: int | None = None, executor=None, latency_rounds: int = 10,
                 progress: Callable[..., Any] | None = None, log: Callable[[str], Any] = lambda s: None) -> SearchResult:
     import torch
@@ -56,7 +90,7 @@ def sensitivity(target: str, out_dir: str | Path, model: str | None = None, cali
     from ..io import check_target, install, output_lock, staging
     from ..models.recenter import plain_form
     from ..photos import DEFAULT_EVAL, default_photos, prepare
-    from ..quantize.calibration import load_calibration, role_inputs
+    from ..quantize.calibration import CalibrationSet, load_calibration, role_inputs
     from ..quantize.recipe import Calibration
     from ..runtimes import get_runtime
     from ..quantize.layer_stats import layer_stats
@@ -73,16 +107,28 @@ def sensitivity(target: str, out_dir: str | Path, model: str | None = None, cali
     if pipeline.spec.extra_inputs:
         raise InputError("mexport sensitivity needs photos alone as input; this model takes " +
                          ", ".join(e.name for e in pipeline.spec.extra_inputs))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        calib_set = load_calibration(calib)
     photos = [p for d in evals for p in folder_photos(d)] if evals else [(f"scikit-image/{n}", a) for n, a in default_photos(DEFAULT_EVAL)]
+    if calib_share:
+        if calib is not None:
+            raise InputError("give --calib or --calib-share, not both")
+        if not evals:
+            raise InputError("--calib-share takes its calibration photos from the --eval folders; give at least one")
+        cal, tune, held = split_calibration(photos, calib_share, holdout, fold)
+        photos = tune + held
+        calib_set = CalibrationSet(tuple(cal), f"{len(cal)} of the --eval photos (--calib-share {calib_share:g}, fold {fold}: "
+                                               "a hash split per folder)")
+    else:
+        if fold:
+            raise InputError("--fold rotates the --calib-share split; give --calib-share too")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            calib_set = load_calibration(calib)
+        tune, held = split_photos(photos, holdout if evals else 0.0)
     calib_names = {hashlib.sha256(a.tobytes()).hexdigest() for _, a in calib_set.photos}
     overlap = [n for n, a in photos if hashlib.sha256(a.tobytes()).hexdigest() in calib_names]
     if overlap:
         raise InputError(f"{len(overlap)} evaluation photo(s) are also calibration photos ({', '.join(overlap[:3])}): "
                          "judging on what was calibrated on hides the error")
-    tune, held = split_photos(photos, holdout if evals else 0.0)
     if len(tune) < MIN_TUNE_PHOTOS:
         raise InputError(f"{len(tune)} tuning photos; give at least {MIN_TUNE_PHOTOS} (--eval DIR, --holdout)")
     source = plain_form(pipeline)  # what an int8 export converts (mexport.export)
@@ -121,20 +167,22 @@ def sensitivity(target: str, out_dir: str | Path, model: str | None = None, cali
                                f"{calib_set.source}")
         if result.chosen is not None:
             (stage / "recipe.json").write_text(result.chosen.recipe.to_json())
-        write_report(result, stage, command_line(target, model, calib, evals, holdout, targets, budget_min))
+        write_report(result, stage, command_line(target, model, calib, evals, holdout, targets, budget_min, calib_share, fold))
         moves = {out_dir / f.name: f for f in sorted(stage.iterdir())}
         moves.update({out_dir / n: None for n in OUTPUT_FILES if (out_dir / n).exists() and out_dir / n not in moves})
         install(moves, work / "old")
     return result
 
 
-def command_line(target, model, calib, evals, holdout, targets: Targets, budget_min) -> str:
+def command_line(target, model, calib, evals, holdout, targets: Targets, budget_min, calib_share: float = 0.0, fold: int = 0) -> str:
     parts = ["mexport sensitivity", f"--target {target}"]
     if model:
         parts.append(f"--model {model}")
     if calib:
         parts.append(f"--calib {calib}")
     parts += [f"--eval {e}" for e in evals]
+    if calib_share:
+        parts.append(f"--calib-share {calib_share:g}" + (f" --fold {fold}" if fold else ""))
     parts += [f"--holdout {holdout:g}", f"--target-psnr {targets.median_db:g}", f"--min-photo-psnr {targets.photo_db:g}",
-              f"--margin {targets.margin_db:g}", f"--budget-min {budget_min:g}"]
+              f"--margin {targets.margin_db:g}", f"--max-latency {targets.max_latency:g}", f"--budget-min {budget_min:g}"]
     return " ".join(parts)
