@@ -32,16 +32,20 @@ def split_photos(photos: list[tuple[str, np.ndarray]], holdout: float) -> tuple[
     sides (people, pets and products are each judged on photos the search never saw)."""
     if not 0 <= holdout < 1:
         raise InputError("--holdout must be in [0, 1)")
-    by_folder: dict[str, list] = {}
-    for name, arr in photos:
-        by_folder.setdefault(name.rsplit("/", 1)[0], []).append((name, arr))
     tune, held = [], []
-    for items in by_folder.values():
+    for items in _by_folder(photos):
         items = _hash_order(items)
         k = int(round(len(items) * holdout))
         held += items[:k]
         tune += items[k:]
     return tune, held
+
+
+def _by_folder(photos: list) -> list[list]:
+    by: dict[str, list] = {}
+    for name, arr in photos:
+        by.setdefault(name.rsplit("/", 1)[0], []).append((name, arr))
+    return list(by.values())
 
 
 def _hash_order(items: list) -> list:
@@ -61,11 +65,8 @@ def split_calibration(photos: list[tuple[str, np.ndarray]], share: float, holdou
         raise InputError("--holdout must be in [0, 1)")
     if fold < 0:
         raise InputError("--fold must be >= 0")
-    by_folder: dict[str, list] = {}
-    for name, arr in photos:
-        by_folder.setdefault(name.rsplit("/", 1)[0], []).append((name, arr))
     calib, tune, held = [], [], []
-    for items in by_folder.values():
+    for items in _by_folder(photos):
         items = _hash_order(items)
         c = max(1, int(round(len(items) * share)))
         shift = (fold * c) % len(items)
@@ -79,7 +80,8 @@ def split_calibration(photos: list[tuple[str, np.ndarray]], share: float, holdou
 
 
 def sensitivity(target: str, out_dir: str | Path, model: str | None = None, calib: Path | None = None,
-                evals: tuple[Path, ...] = (), holdout: float = 0.5, calib_share: float = 0.0, fold: int = 0, targets: Targets = Targets(), budget_min: float = 15.0,
+                evals: tuple[Path, ...] = (), holdout: float = 0.5, calib_share: float = 0.0, fold: int = 0,
+                targets: Targets = Targets(), budget_min: float = 15.0,
                 workers: int | None = None, executor=None, latency_rounds: int = 10,
                 progress: Callable[..., Any] | None = None, log: Callable[[str], Any] = lambda s: None) -> SearchResult:
     import torch

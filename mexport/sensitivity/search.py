@@ -260,6 +260,7 @@ def search(target: str, trials, pool: TrialPool, units: list[Unit], calibration:
                 if members:
                     open_groups[g] = members
             if not open_groups:
+                notes.append(f"{stage}: with {len(floats)} layer(s) in float, no other layer fits")
                 return None
             names = list(open_groups)
             res = run([job(f"{stage}-group:{g}", floats + open_groups[g], only=focus) for g in names], f"{stage} (groups)", until=deadline)
@@ -343,7 +344,7 @@ def search(target: str, trials, pool: TrialPool, units: list[Unit], calibration:
     if within:  # the widest margin on the tuning photos the latency allowance pays for
         chosen = max(within, key=lambda c: (round(targets.score(c.tune, targets.margin_db), 1), -c.latency[1]))
     else:
-        chosen = min(ok, key=lambda c: c.latency.get(1, math.inf)) if ok else (best if best is not naive else None)
+        chosen = fastest or (best if best is not naive else None)
         if ok:
             notes.append(f"no candidate meeting the targets is within {targets.max_latency:g}x naive int8's latency; "
                          "the fastest one is chosen")
