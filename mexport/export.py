@@ -89,13 +89,21 @@ def fidelity_checks(target: Runtime, pipeline, staged: dict[str, Path], photos, 
     gated photo."""
     import torch
 
-    from .quantize.calibration import role_inputs
     from .runner import TorchRunner
     from .runtimes import open_runner
     from .validate.fidelity import compare, fidelity, photo_tensors
 
-    ref = TorchRunner(pipeline)
     tensors = photo_tensors(photos, pipeline.spec, extras)
+    torch_ref, float_alpha = TorchRunner(pipeline), {}
+
+    def ref(*arrays: np.ndarray) -> np.ndarray:
+        # The float alpha of a photo, computed once for every runner and role that compares with
+        # it (the tensors are the same objects throughout this function).
+        key = id(arrays[0])
+        if key not in float_alpha:
+            float_alpha[key] = torch_ref(*arrays)
+        return float_alpha[key]
+
     runners = {"fused": open_runner(target.name, {"fused": staged["fused"]})}
     gated = {"fused": runners["fused"]}
     if "refine" in staged:  # the pair's halves are also checked alone below
@@ -120,19 +128,23 @@ def fidelity_checks(target: Runtime, pipeline, staged: dict[str, Path], photos, 
                          "finite": f.finite, "passed": bool(f.finite and f.median_psnr >= threshold and photo_ok),
                          "worst_photo": worst.photo,
                          "photos": {p.photo: {"psnr": p.psnr, "max_abs": p.max_abs} for p in f.photos}}
-    for role in ("coarse", "refine"):
-        if role not in runners:
-            continue
-        graph = pipeline.graph(role)
-        inputs = role_inputs(pipeline, role, photos, extras=extras)
-        vals = []
-        for feed in inputs:
-            arrays = [feed[n] for n in pipeline.input_names(role)]
+    # Each half alone against its float graph, on the inputs it gets in the float pipeline: the
+    # coarse graph's alpha is the refine graph's input, and the refine graph's float output on it
+    # is the fused float alpha (the same ops), already computed above.
+    vals: dict[str, list] = {r: [] for r in ("coarse", "refine") if r in runners}
+    if vals:
+        for _, arrays in tensors:
+            x, *extra = (torch.from_numpy(a) for a in arrays)
             with torch.inference_mode():
-                want = graph(*(torch.from_numpy(a) for a in arrays)).numpy()
-            vals.append(compare("", runners[role](*arrays), want))
-        results[role] = {"gated": False, "median_psnr": float(np.median([v.psnr for v in vals])),
-                         "max_abs": float(max(v.max_abs for v in vals)), "finite": all(v.finite for v in vals)}
+                coarse_in = [pipeline.downsample(t).numpy() for t in (x, *extra)]
+                coarse_alpha = pipeline.coarse_graph(*(torch.from_numpy(a) for a in coarse_in)).numpy()
+            if "coarse" in vals:
+                vals["coarse"].append(compare("", runners["coarse"](*coarse_in), coarse_alpha))
+            if "refine" in vals:
+                vals["refine"].append(compare("", runners["refine"](arrays[0], coarse_alpha, *arrays[1:]), ref(*arrays)))
+    for role, v in vals.items():
+        results[role] = {"gated": False, "median_psnr": float(np.median([c.psnr for c in v])),
+                         "max_abs": float(max(c.max_abs for c in v)), "finite": all(c.finite for c in v)}
     return results
 
 

@@ -7,7 +7,9 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import mexport, pytest, matplotlib, torch, litert_torch, coremltools, onnxruntime, executorch.runtime" >/dev/null 2>&1; then
+# (pytest below 9.2: see pyproject.toml's dev extra)
+if ! .venv/bin/python -c "import mexport, pytest, xdist, matplotlib, torch, litert_torch, coremltools, onnxruntime, executorch.runtime
+assert pytest.version_tuple < (9, 2)" >/dev/null 2>&1; then
   # torch first and pinned: with 2.13.0 present, nothing pulls the multi-GB CUDA build.
   .venv/bin/pip install -q "torch==2.13.0"
   .venv/bin/pip install -q -e ".[dev]"

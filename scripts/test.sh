@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q "$@"
+# Two workers, one per core of the machine the suite is planned for (tests/conftest.py groups the
+# tests that share expensive exports onto one worker).
+exec .venv/bin/python -m pytest -q -n 2 --dist loadgroup "$@"

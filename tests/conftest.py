@@ -8,6 +8,29 @@ SHARED = ROOT.parent / "shared" / "data" / "alphamatting"
 BYO = ROOT / "tests" / "byo" / "tiny_modnet.py"
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (scripts/test.sh runs two workers, one per core), each worker gets its
+    share of the cores for torch's own threads: two workers with two threads each on two cores
+    spin against each other."""
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+def pytest_itemcollected(item):
+    """Which tests run in the same worker under ``--dist loadgroup``: a module's tests together, so
+    its module-scoped exports are built once; and every test of any module that uses the session's
+    full-size default int8 exports (``reference_int8_exports``, two minutes to build) in one group,
+    so they are built once per run. Marked as each test is collected: xdist turns the marker into
+    the scheduling scope in its own collection hook."""
+    uses_reference = "reference_int8_exports" in getattr(item, "fixturenames", ())
+    item.add_marker(pytest.mark.xdist_group("reference-int8" if uses_reference else item.module.__name__))
+
+
 @pytest.fixture(scope="session")
 def alphamatting() -> Path:
     if not SHARED.is_dir():

@@ -43,6 +43,34 @@ def test_grad_is_zero_for_identical_and_for_flat_and_grows_with_blur():
     assert hx.shape == (9, 9) and np.abs(hx).sum() == pytest.approx(1.0) and np.allclose(hx, -hx[:, ::-1])
 
 
+def test_separable_gradient_equals_dims_2d_convolution():
+    """The two 1-D passes give DIM's 9x9 2-D convolution (edges replicated) on a real-looking matte."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    a = ndimage.gaussian_filter(rng.random((40, 57)), 2)
+    hx, hy = metrics.gauss_gradient_kernels(1.4)
+    b = (a - a.min()) / (a.max() - a.min())
+    want = np.sqrt(ndimage.convolve(b, hx, mode="nearest") ** 2 + ndimage.convolve(b, hy, mode="nearest") ** 2)
+    got = metrics.gradient_magnitude(a)
+    assert np.abs(got - want).max() < 1e-12 and want.max() > 0.05
+
+
+def test_matting_errors_equal_the_metrics_one_by_one():
+    rng = np.random.default_rng(1)
+    t = (rng.random((48, 40)) > 0.5).astype(np.float64)
+    p = np.clip(t + rng.normal(0, 0.2, t.shape), 0, 1)
+    tri = np.full(t.shape, 128.0)
+    tri[:10] = 0
+    tri[-10:] = 255
+    got = metrics.matting_errors(p, t, tri)
+    for name in ("sad", "mse", "grad", "conn"):
+        f = getattr(metrics, name)
+        assert got[name] == pytest.approx(f(p, t), rel=1e-12) and got[name] > 0
+        assert got[name + "_unknown"] == pytest.approx(f(p, t, tri), rel=1e-12) and got[name + "_unknown"] < got[name]
+    assert set(metrics.matting_errors(p, t)) == {"sad", "mse", "grad", "conn"}
+
+
 def test_conn_hand_computed():
     t = np.zeros((3, 3))
     t[1, :] = 1.0

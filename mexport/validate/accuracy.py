@@ -44,9 +44,6 @@ def load_gt_samples(data: Path, names: list[str] | None = None, trimap: str = "t
 
 def gt_metrics(pred: np.ndarray, sample: GTSample) -> dict[str, float]:
     """SAD, MSE, Grad, Conn over the whole image, and over the trimap's unknown region when known."""
-    gt = sample.alpha
-    r = {"sad": metrics.sad(pred, gt), "mse": metrics.mse(pred, gt), "grad": metrics.grad(pred, gt), "conn": metrics.conn(pred, gt)}
-    if sample.trimap is not None:
-        r.update({"sad_unknown": metrics.sad(pred, gt, sample.trimap), "mse_unknown": metrics.mse(pred, gt, sample.trimap),
-                  "grad_unknown": metrics.grad(pred, gt, sample.trimap), "conn_unknown": metrics.conn(pred, gt, sample.trimap)})
-    return r
+    r = metrics.matting_errors(pred, sample.alpha, sample.trimap)
+    order = ["sad", "mse", "grad", "conn"]
+    return {k: r[k] for k in order} | {f"{k}_unknown": r[f"{k}_unknown"] for k in order if f"{k}_unknown" in r}

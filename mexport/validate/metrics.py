@@ -57,27 +57,48 @@ def gauss_gradient_kernels(sigma: float = 1.4, epsilon: float = 1e-2) -> tuple[n
     return hx, hx.T
 
 
+def _gauss_gradient_1d(sigma: float = 1.4, epsilon: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
+    """The two 1-D factors of ``gauss_gradient_kernels``' x kernel, (smoothing, derivative), each
+    normalized to unit L1 norm: the 2-D kernel is their outer product and |g(y).dg(x)| sums to
+    sum|g| . sum|dg|, so the normalized 2-D kernel is the product of the normalized factors."""
+    hx = gauss_gradient_kernels(sigma, epsilon)[0]
+    half = hx.shape[0] // 2
+    r = np.arange(-half, half + 1, dtype=np.float64)
+    g = np.exp(-(r**2) / (2 * sigma**2))
+    dg = -r * g
+    return g / g.sum(), dg / np.abs(dg).sum()
+
+
 def gradient_magnitude(alpha: np.ndarray, sigma: float = 1.4) -> np.ndarray:
+    """DIM's gradient magnitude. The Gaussian-derivative kernel is separable, so it is applied as two
+    1-D passes (scipy's convolve1d, edge replicated per axis as ``mode="nearest"`` does in 2-D): the
+    same sums as the 9x9 2-D convolution up to float rounding, 4.5x fewer multiplies."""
     from scipy import ndimage
 
     a = np.asarray(alpha, dtype=np.float64)
     lo, hi = a.min(), a.max()
     a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)  # mat2gray: min-max normalize
-    hx, hy = gauss_gradient_kernels(sigma)
-    gx = ndimage.convolve(a, hx, mode="nearest")
-    gy = ndimage.convolve(a, hy, mode="nearest")
+    smooth, deriv = _gauss_gradient_1d(sigma)
+    gx = ndimage.convolve1d(ndimage.convolve1d(a, deriv, axis=1, mode="nearest"), smooth, axis=0, mode="nearest")
+    gy = ndimage.convolve1d(ndimage.convolve1d(a, deriv, axis=0, mode="nearest"), smooth, axis=1, mode="nearest")
     return np.sqrt(gx**2 + gy**2)
 
 
-def grad(pred, target, trimap=None, sigma: float = 1.4) -> float:
+def grad_error_map(pred, target, sigma: float = 1.4) -> np.ndarray:
+    """Per pixel, the squared difference of the two gradient magnitudes (``grad`` sums it)."""
     p, t = _check(pred, target)
-    err = (gradient_magnitude(p, sigma) - gradient_magnitude(t, sigma)) ** 2
-    return float(err[unknown_mask(trimap, p.shape)].sum() / 1000.0)
+    return (gradient_magnitude(p, sigma) - gradient_magnitude(t, sigma)) ** 2
 
 
-def conn(pred, target, trimap=None, step: float = 0.1, theta: float = 0.15) -> float:
-    """Connectivity error: for each threshold, the largest 4-connected component where both mattes
-    exceed it; each pixel's level is the last threshold at which it was still connected."""
+def grad(pred, target, trimap=None, sigma: float = 1.4) -> float:
+    err = grad_error_map(pred, target, sigma)
+    return float(err[unknown_mask(trimap, err.shape)].sum() / 1000.0)
+
+
+def conn_error_map(pred, target, step: float = 0.1, theta: float = 0.15) -> np.ndarray:
+    """Per pixel, the connectivity error that ``conn`` sums: for each threshold, the largest
+    4-connected component where both mattes exceed it; each pixel's level is the last threshold at
+    which it was still connected."""
     from scipy import ndimage
 
     p, t = _check(pred, target)
@@ -96,7 +117,32 @@ def conn(pred, target, trimap=None, step: float = 0.1, theta: float = 0.15) -> f
     pd, td = p - level, t - level
     p_phi = 1 - pd * (pd >= theta)
     t_phi = 1 - td * (td >= theta)
-    return float(np.abs(p_phi - t_phi)[unknown_mask(trimap, p.shape)].sum() / 1000.0)
+    return np.abs(p_phi - t_phi)
+
+
+def conn(pred, target, trimap=None, step: float = 0.1, theta: float = 0.15) -> float:
+    """Connectivity error (``conn_error_map`` summed over the trimap's unknown region, / 1000)."""
+    err = conn_error_map(pred, target, step, theta)
+    return float(err[unknown_mask(trimap, err.shape)].sum() / 1000.0)
+
+
+def matting_errors(pred, target, trimap=None) -> dict[str, float]:
+    """SAD, MSE, Grad and Conn over the whole image and, with a trimap, over its unknown region
+    (``<metric>_unknown``): each per-pixel error map computed once and summed over both regions,
+    the same numbers as calling ``sad``/``mse``/``grad``/``conn`` one by one."""
+    p, t = _check(pred, target)
+    diff = p - t
+    maps = {"sad": np.abs(diff), "grad": grad_error_map(p, t), "conn": conn_error_map(p, t)}
+    masks = {"": np.ones(p.shape, dtype=bool)}
+    if trimap is not None:
+        masks["_unknown"] = unknown_mask(trimap, p.shape)
+    out = {}
+    for suffix, m in masks.items():
+        out["sad" + suffix] = float(maps["sad"][m].sum() / 1000.0)
+        out["mse" + suffix] = float((diff[m] ** 2).mean()) if m.any() else 0.0
+        out["grad" + suffix] = float(maps["grad"][m].sum() / 1000.0)
+        out["conn" + suffix] = float(maps["conn"][m].sum() / 1000.0)
+    return out
 
 
 def alpha_psnr(pred, target) -> float:

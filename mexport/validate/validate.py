@@ -110,7 +110,8 @@ def validate_artifact(artifact: Artifact, samples: list[GTSample], model: str | 
                       progress: Callable[[], Any] | None = None, keep_alphas: bool = False,
                       references: dict | None = None, runner_kw: dict[str, dict] | None = None) -> tuple[ArtifactReport, dict]:
     """``references`` is a cache shared across the artifacts of one run: the float model is built,
-    and its alpha computed per photo, once per (model, weights) instead of once per artifact.
+    and its alpha (and that alpha's ground-truth metrics) computed per photo, once per (model,
+    weights) instead of once per artifact.
     ``runner_kw`` maps a target to options for its runner (``{"tflite": {"python": PATH}}``)."""
     from ..photos import prepare, restore
     from ..runner import TorchRunner
@@ -143,7 +144,10 @@ def validate_artifact(artifact: Artifact, samples: list[GTSample], model: str | 
         a_out, a_ref = restore(np.nan_to_num(out, nan=0.0), place, spec), restore(want, place, spec)
         if s.alpha is not None:
             row["gt"] = gt_metrics(a_out, s)
-            row["gt_float"] = gt_metrics(a_ref, s)
+            # The float alpha is the same for every artifact of the run: its metrics are too.
+            if ("gt_float", s.name) not in ref_alphas:
+                ref_alphas[("gt_float", s.name)] = gt_metrics(a_ref, s)
+            row["gt_float"] = dict(ref_alphas[("gt_float", s.name)])
         if keep_alphas:
             alphas[s.name] = (a_out, a_ref)
         rep.photos.append(row)
