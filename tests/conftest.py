@@ -21,14 +21,28 @@ def pytest_configure(config):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
+# The groups that take longest (minutes each), started first: xdist otherwise starts the groups
+# with the most tests first, and a worker left alone at the end with one of these doubles the tail.
+LONG_GROUPS = ("reference-int8", "tests.test_tflite", "tests.test_executorch")
+
+
+def _group(item) -> str:
+    uses_reference = "reference_int8_exports" in getattr(item, "fixturenames", ())
+    return "reference-int8" if uses_reference else item.module.__name__
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {g: i for i, g in enumerate(LONG_GROUPS)}
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: the rest keep their order
+
+
 def pytest_itemcollected(item):
     """Which tests run in the same worker under ``--dist loadgroup``: a module's tests together, so
     its module-scoped exports are built once; and every test of any module that uses the session's
     full-size default int8 exports (``reference_int8_exports``, two minutes to build) in one group,
     so they are built once per run. Marked as each test is collected: xdist turns the marker into
     the scheduling scope in its own collection hook."""
-    uses_reference = "reference_int8_exports" in getattr(item, "fixturenames", ())
-    item.add_marker(pytest.mark.xdist_group("reference-int8" if uses_reference else item.module.__name__))
+    item.add_marker(pytest.mark.xdist_group(_group(item)))
 
 
 @pytest.fixture(scope="session")

@@ -295,17 +295,21 @@ def test_cli_tflite(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def reference_fused(reference_pipeline):
     """The reference model's fused graph converted once (fp32 bytes), plus real photos."""
-    from mexport.photos import load_photo, skimage_photo_path
-
-    from .conftest import SHARED
-
     t = get_runtime("tflite")
     opts = t.Options()
     module, swaps, _ = tfl.export_module(reference_pipeline, "fused", opts)
     data = tfl.litert_convert(module, "fused", tfl.sample_inputs(reference_pipeline, "fused", opts))
+    return data, _real_photos(), swaps
+
+
+def _real_photos():
+    """GT15-GT18 (alphamatting, never trained on) and two scikit-image photos."""
+    from mexport.photos import load_photo, skimage_photo_path
+
+    from .conftest import SHARED
+
     photos = [(f"GT{i}", load_photo(SHARED / "image" / f"GT{i}.png")) for i in (15, 16, 17, 18)]
-    photos += [(n, load_photo(skimage_photo_path(n))) for n in ("chelsea", "motorcycle_right")]
-    return data, photos, swaps
+    return photos + [(n, load_photo(skimage_photo_path(n))) for n in ("chelsea", "motorcycle_right")]
 
 
 def _psnrs(data, pipeline, photos, tmp_path, name, precision="fp32", xnnpack=True):
@@ -320,11 +324,17 @@ def _psnrs(data, pipeline, photos, tmp_path, name, precision="fp32", xnnpack=Tru
 
     run, ref = LiteRTRunner(path, xnnpack=xnnpack), TorchRunner(pipeline)
     out = []
-    for _, p in photos:
+    for name, p in photos:
         x = prepare(p, pipeline.spec)[0]
-        a, b = run(x), ref(x)
+        key = (id(pipeline), name)
+        if key not in _FLOAT_ALPHAS:  # the same float alpha for every variant of this worker's tests
+            _FLOAT_ALPHAS[key] = ref(x)
+        a, b = run(x), _FLOAT_ALPHAS[key]
         out.append((alpha_psnr(a, b), float(np.abs(a - b).max())))
     return out
+
+
+_FLOAT_ALPHAS: dict = {}
 
 
 def _op_names(data: bytes) -> set[str]:
@@ -384,15 +394,22 @@ def test_reference_fp32_matches_torch_on_real_photos(reference_fused, reference_
     assert worst <= 1e-4
 
 
-def test_reference_fp16_and_int8_fidelity(reference_fused, reference_pipeline, reference_int8_exports, tmp_path):
-    """fp16 of the fused graph, and the int8 fused model `mexport tflite --int8` wrote (default
-    recipe and calibration; the session fixture shared with the ONNX and dogfood tests)."""
+def test_reference_fp16_fidelity(reference_fused, reference_pipeline, tmp_path):
+    """fp16 of the fused graph."""
     data, photos, _ = reference_fused
     fp16 = _psnrs(q.quantize_fp16(data), reference_pipeline, photos, tmp_path, "fp16", "fp16")
     # The issue asks 40 dB. The plain U^2-Net-p gave 43.6: fp16 weights could not hold its bias
     # channel's cancellation (a bias of 1361, one fp16 step = 1). Re-centred (models/recenter.py), ~71 dB.
     print(f"fp16 fused vs torch: median alpha PSNR {np.median([p for p, _ in fp16]):.1f} dB")
     assert np.median([p for p, _ in fp16]) >= 60
+
+
+def test_reference_int8_fidelity(reference_pipeline, reference_int8_exports, tmp_path):
+    """The int8 fused model `mexport tflite --int8` wrote (default recipe and calibration; the
+    session fixture shared with the ONNX and dogfood tests). Not through ``reference_fused``: this
+    test runs in the worker that holds the int8 exports (tests/conftest.py), which need not be the
+    one that converted the fp32 graph."""
+    photos = _real_photos()
     t = get_runtime("tflite")
     opts = t.Options(precision="int8")
     recipe, _ = t.prepare_quantization(reference_pipeline, opts)
