@@ -43,11 +43,16 @@ def mse(pred, target, trimap=None) -> float:
     return float(((p - t) ** 2)[m].mean()) if m.any() else 0.0
 
 
+def _half_width(sigma: float, epsilon: float) -> int:
+    """DIM's kernel half size: where the Gaussian falls below ``epsilon``."""
+    return math.ceil(sigma * math.sqrt(-2 * math.log(math.sqrt(2 * math.pi) * sigma * epsilon)))
+
+
 def gauss_gradient_kernels(sigma: float = 1.4, epsilon: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian-derivative kernels as built by DIM's ``gaussgradient.m``: the half size where the
     Gaussian falls below epsilon, x-derivative kernel normalized to unit L1 norm. scipy has no such
     normalized kernel, so it is written here; the filtering itself is scipy's."""
-    half = math.ceil(sigma * math.sqrt(-2 * math.log(math.sqrt(2 * math.pi) * sigma * epsilon)))
+    half = _half_width(sigma, epsilon)
     r = np.arange(-half, half + 1, dtype=np.float64)
     y, x = np.meshgrid(r, r, indexing="ij")
     g = lambda v: np.exp(-(v**2) / (2 * sigma**2)) / (sigma * math.sqrt(2 * math.pi))  # noqa: E731
@@ -61,8 +66,7 @@ def _gauss_gradient_1d(sigma: float = 1.4, epsilon: float = 1e-2) -> tuple[np.nd
     """The two 1-D factors of ``gauss_gradient_kernels``' x kernel, (smoothing, derivative), each
     normalized to unit L1 norm: the 2-D kernel is their outer product and |g(y).dg(x)| sums to
     sum|g| . sum|dg|, so the normalized 2-D kernel is the product of the normalized factors."""
-    hx = gauss_gradient_kernels(sigma, epsilon)[0]
-    half = hx.shape[0] // 2
+    half = _half_width(sigma, epsilon)
     r = np.arange(-half, half + 1, dtype=np.float64)
     g = np.exp(-(r**2) / (2 * sigma**2))
     dg = -r * g
