@@ -411,8 +411,9 @@ def to_json(obj: Any) -> str:
 def sensitivity(target: str, out: str | Path, model: str | None = None, calib: Path | None = None, evals: tuple[Path, ...] = (),
                 holdout: float = 0.5, median_db: float = 38.0, photo_db: float = 30.0, margin_db: float = 0.5,
                 budget_min: float = 15.0, workers: int | None = None, executor=None, log=lambda s: None, progress=None,
-                calib_share: float = 0.0, fold: int = 0, max_latency: float = 1.15):
-    """`mexport sensitivity`: see :mod:`mexport.sensitivity.search`."""
+                calib_share: float = 0.0, fold: int = 0, max_latency: float = 1.15, repairs: tuple[str, ...] | None = None):
+    """`mexport sensitivity`: see :mod:`mexport.sensitivity.search`; ``repairs``: None tries them
+    and keeps those that help; otherwise names in :data:`mexport.quantize.recipe.REPAIRS` (``()``: none)."""
     from .sensitivity.run import sensitivity as run
     from .sensitivity.search import Targets
 
@@ -421,7 +422,7 @@ def sensitivity(target: str, out: str | Path, model: str | None = None, calib: P
     except ValueError as e:
         raise InputError(str(e)) from None
     return run(target, out, model=model, calib=calib, evals=evals, holdout=holdout, calib_share=calib_share, fold=fold, targets=targets,
-               budget_min=budget_min, workers=workers, executor=executor, progress=progress, log=log)
+               budget_min=budget_min, workers=workers, executor=executor, progress=progress, log=log, repairs=repairs)
 
 
 def doctor(model: str | None = None, targets: list[str] | None = None, roles: tuple[str, ...] = ("fused",)) -> list:

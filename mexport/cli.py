@@ -513,13 +513,17 @@ def bundle_sign(path, key, signature):
               help="Latency allowed, x naive int8's (1 thread): the search spends it on the worst photos' margin "
                    "(1: the fastest recipe that meets the targets).")
 @click.option("--budget-min", type=float, default=15.0, show_default=True, help="Time budget of the search (minutes).")
+@click.option("--repair", type=click.Choice(["auto", "none", "bias-correction"]), default="auto", show_default=True,
+              help="Repair the int8 layers before any is kept in float. bias-correction moves each int8 layer's bias so "
+                   "that its rounded weights keep the float mean output on the calibration photos (reports/repairs.md); "
+                   "auto tries it on naive int8 and keeps it when it helps the tuning photos.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Trial processes (default: one per core).")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where to write recipe.json, report.md, candidates.png and sensitivity.json.")
 @output_options
 @handle_errors
 def sensitivity(target, model, calib, evals, holdout, calib_share, fold, target_psnr, min_photo_psnr, margin, max_latency, budget_min,
-                workers, out, as_json, quiet):
+                repair, workers, out, as_json, quiet):
     """Find an int8 recipe whose alpha stays within the targets, on the target runtime: the one with
     the widest margin on the worst photos within --max-latency of naive int8.
 
@@ -529,6 +533,7 @@ def sensitivity(target, model, calib, evals, holdout, calib_share, fold, target_
         result = api.sensitivity(target, out, model=model, calib=calib, evals=tuple(evals), holdout=holdout,
                                  calib_share=calib_share, fold=fold, median_db=target_psnr, photo_db=min_photo_psnr,
                                  margin_db=margin, max_latency=max_latency, budget_min=budget_min, workers=workers,
+                                 repairs={"auto": None, "none": ()}.get(repair, (repair.replace("-", "_"),)),
                                  progress=ui, log=ui.log)
     if as_json:
         click.echo(api.to_json(api.sensitivity_json(result)))

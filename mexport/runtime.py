@@ -106,6 +106,9 @@ class Runtime(ABC):
     recipe_optional_precisions: tuple[str, ...] = ()  # take a --recipe when one is given, else none is applied
     calibrated_precisions: tuple[str, ...] = ("int8",)
     applies_splits: bool = False
+    # Whether the converter applies a recipe's ``repairs``: its int8 weights are per-output-channel
+    # symmetric on [-127, 127] (per tensor without per_channel), the grid the repairs compute on.
+    applies_repairs: bool = False
 
     # Reports: what runs an artifact here, the precisions in `mexport bench --matrix`, whether it
     # can be timed on this machine, and the PyPI distributions whose versions reports and
@@ -132,6 +135,9 @@ class Runtime(ABC):
         if not self.applies_splits:
             appliers = [RUNTIMES.get(n).title for n in RUNTIMES.in_order() if RUNTIMES.get(n).applies_splits]
             recipe.require_no_splits(self.title or self.name, appliers)
+        if not self.applies_repairs:
+            appliers = [RUNTIMES.get(n).title for n in RUNTIMES.in_order() if RUNTIMES.get(n).applies_repairs]
+            recipe.require_no_repairs(self.title or self.name, appliers)
 
     def prepare_quantization(self, pipeline, options: ExportOptions):
         """(recipe, calibration photos) for a quantized precision, else (None, None); read and

@@ -67,6 +67,7 @@ RECIPES = {
     "not UTF-8": (b"\xff\xfe{}", "not valid JSON"),
     "newer schema": ({"schema": 2, "name": "r"}, "recipe schema 2 is not supported"),
     "split_inputs on ONNX": ({"schema": 1, "name": "r", "split_inputs": {"coarse.enc1.0": [0]}}, "split_inputs is applied by LiteRT only"),
+    "unknown repair": ({"schema": 1, "name": "r", "repairs": ["adaround"]}, "repairs must be distinct names among ['bias_correction']"),
     "a directory": (None, "is a directory, not a JSON file"),
 }
 

@@ -172,3 +172,48 @@ def test_failed_int8_export_names_suspects_and_the_command(tmp_path):
                           "mexport sensitivity --target onnx --model FILE.py:factory")
     assert "coarse.head" not in line  # ordinary layers are not named
     assert "nothing written" in line and not (tmp_path / "x").exists()
+
+
+def test_bias_correction_repairs_before_any_layer_goes_float(tmp_path, eval_photos):
+    """toy_int8.biased_rounding: int8 rounds every weight of `coarse.biased` the same way. The search
+    tries bias correction on naive int8, keeps it because it lifts the tuning photos, and needs no
+    float layer; told not to repair, it keeps that layer float instead. The recipe it writes records
+    the repair, and `mexport onnx --int8 --recipe` (which repairs in torch, not by patching the ONNX
+    graph as the trials do) gives the same fidelity on the held-out photos."""
+    r, out, d = search(tmp_path, "biased_rounding", eval_photos, "--max-latency", "1")
+    assert r.exit_code == 0, r.output
+    naive, chosen = d["naive"], d["chosen"]
+    assert naive["tune"]["worst"] < 30 and naive["holdout"]["worst"] < 30  # plain naive int8 fails
+    assert d["repairs"] == ["bias_correction"] and chosen["floats"] == []
+    assert chosen["holdout"]["worst"] >= 30 and chosen["holdout"]["median"] >= 38
+    assert any(n.startswith("repairs: naive int8 with bias_correction") and "every recipe after it is repaired" in n for n in d["notes"])
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["repairs"] == ["bias_correction"] and recipe["layers"] == {}
+    assert "Repairs: bias_correction" in (out / "report.md").read_text()
+
+    held = tmp_path / "held"
+    held.mkdir()
+    for name in d["photos"]["holdout"]:
+        (held / (name.split("/")[1] + ".png")).write_bytes((eval_photos / (name.split("/")[1] + ".png")).read_bytes())
+
+    e = invoke("onnx", "--int8", "--model", f"{TOYS}:biased_rounding", "--recipe", str(out / "recipe.json"),
+               "-o", str(tmp_path / "x"), "--check-data", str(held), "--json")
+    assert e.exit_code == 0, e.output
+    fused = json.loads((tmp_path / "x" / "check.json").read_text())["checks"]["fused"]["photos"]
+    export_psnr = {n: p["psnr"] for n, p in fused.items() if n.startswith("blob")}
+    trial_psnr = {n.split("/")[1]: v for n, v in chosen["holdout"]["psnr"].items()}
+    assert export_psnr.keys() == trial_psnr.keys()
+    for n in export_psnr:
+        assert abs(export_psnr[n] - trial_psnr[n]) < 0.5, (n, export_psnr[n], trial_psnr[n])
+    assert json.loads((tmp_path / "x" / "recipe.json").read_text())["repairs"] == ["bias_correction"]
+    # LiteRT applies the same recipe (its own quantizer, the same weight grid)
+    e = invoke("tflite", "--int8", "--model", f"{TOYS}:biased_rounding", "--recipe", str(out / "recipe.json"),
+               "-o", str(tmp_path / "t"), "--min-psnr", "38", "--check-data", str(held), "--json")
+    assert e.exit_code == 0, e.output
+    fused = json.loads((tmp_path / "t" / "check.json").read_text())["checks"]["fused"]["photos"]
+    assert min(p["psnr"] for n, p in fused.items() if n.startswith("blob")) >= 30
+
+    r, out, d = search(tmp_path / "none", "biased_rounding", eval_photos, "--max-latency", "1", "--repair", "none")
+    assert r.exit_code == 0, r.output
+    assert d["repairs"] == [] and d["chosen"]["floats"] == ["coarse.biased"]
+    assert "repairs" not in json.loads((out / "recipe.json").read_text())

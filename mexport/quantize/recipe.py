@@ -12,6 +12,7 @@ TFLite and (later) sensitivity-analysis commands read and write this one format 
       "calibration": {"method": "minmax", "per_channel": true, "symmetric_activations": false},
       "layers": {"coarse.side.0": "float", "coarse.fuse": "int16"},
       "split_inputs": {"coarse.stage2d.dec.4.0": [14]},   # optional, TFLite only (see below)
+      "repairs": ["bias_correction"],                      # optional (see below)
       "notes": "why each layer is listed"
     }
 
@@ -23,6 +24,12 @@ quantization (:mod:`mexport.quantize.split`, same maths): the conv at ``K`` beco
 other channels) plus ``K.side`` (those channels), which ``layers`` can then name, e.g. ``K``: float
 with ``K.main``: int8. Only runtimes that declare ``applies_splits`` (LiteRT) apply it; the others
 reject such a recipe.
+
+``repairs`` change the float weights before quantization so that int8 rounds them better
+(:mod:`mexport.quantize.bias_correction`); they are computed from the calibration photos, so the
+same recipe and photos give the same artifact. Only runtimes that declare ``applies_repairs``
+(whose int8 weights are on the grid the repair assumes) apply them; the others reject such a
+recipe.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ _KIND = {"method": "a string", "per_channel": "true or false", "symmetric_activa
          "percentile": "a number", "max_photos": "an integer"}
 LAYER_PRECISIONS = ("int8", "int16", "fp16", "float")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
+REPAIRS = ("bias_correction",)
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ class Recipe:
     layers: dict[str, str] = field(default_factory=dict)
     split_inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
     notes: str = ""
+    repairs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # A recipe file is the user's JSON: every field's type is checked here, where the file is
@@ -109,12 +118,28 @@ class Recipe:
                 raise ValueError(f"split_inputs {k!r}: channel listed twice in {list(chans)}")
             splits[k] = tuple(chans)
         object.__setattr__(self, "split_inputs", dict(sorted(splits.items())))
+        if isinstance(self.repairs, (str, bytes)) or not isinstance(self.repairs, (list, tuple)):
+            raise ValueError(f"repairs must be a list of {list(REPAIRS)}, got {self.repairs!r}")
+        bad = [r for r in self.repairs if r not in REPAIRS]
+        if bad or len(set(self.repairs)) != len(self.repairs):
+            raise ValueError(f"repairs must be distinct names among {list(REPAIRS)}, got {list(self.repairs)!r}")
+        if self.repairs and self.split_inputs:
+            # a repair is computed on the conv as it is; a split conv quantizes on other grids
+            raise ValueError("repairs and split_inputs cannot be combined: keep the split layers float instead")
+        object.__setattr__(self, "repairs", tuple(self.repairs))
 
     def require_no_splits(self, target: str, appliers: list[str]) -> None:
         """For the runtimes that do not apply ``split_inputs`` (``appliers`` name those that do)."""
         if self.split_inputs:
             raise InputError(f"recipe {self.name!r}: split_inputs is applied by {' and '.join(appliers) or 'no runtime'} only; "
                              f"for {target} keep those layers float in 'layers' instead")
+
+    def require_no_repairs(self, target: str, appliers: list[str]) -> None:
+        """For the runtimes that do not apply ``repairs``."""
+        if self.repairs:
+            said = ", ".join(appliers[:-1]) + " and " + appliers[-1] if len(appliers) > 1 else "".join(appliers) or "no runtime"
+            raise InputError(f"recipe {self.name!r}: repairs ({', '.join(self.repairs)}) are applied by {said} only; "
+                             f"remove them for {target}")
 
     def precision_of(self, module_path: str) -> str:
         best, prec = -1, self.default
@@ -125,8 +150,12 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         d = {"schema": SCHEMA, **asdict(self)}
-        if not d["split_inputs"]:  # recipes without splits keep the form (and sha256) they had before the field
-            del d["split_inputs"]
+        # recipes without splits or repairs keep the form (and sha256) they had before those fields
+        for k in ("split_inputs", "repairs"):
+            if not d[k]:
+                del d[k]
+        if "repairs" in d:
+            d["repairs"] = list(d["repairs"])
         return d
 
     def to_json(self) -> str:
@@ -168,7 +197,7 @@ class Recipe:
         schema = d.pop("schema", None)
         if schema != SCHEMA:
             raise ValueError(f"recipe schema {schema!r} is not supported (expected {SCHEMA})")
-        unknown = set(d) - {"name", "default", "calibration", "layers", "split_inputs", "notes"}
+        unknown = set(d) - {"name", "default", "calibration", "layers", "split_inputs", "notes", "repairs"}
         if unknown:
             raise ValueError(f"unknown recipe fields {sorted(unknown)}")
         return cls(**d)

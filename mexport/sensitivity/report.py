@@ -61,6 +61,9 @@ def markdown(r: SearchResult, command: str) -> str:
     lines += [f"Targets: median alpha PSNR vs float ≥ {r.targets.median_db:g} dB and every photo ≥ {r.targets.photo_db:g} dB "
               f"on the held-out photos (the search asks {r.targets.margin_db:g} dB more on the tuning photos), within "
               f"{r.targets.max_latency:g}x naive int8's latency, spent on the worst photos' margin. Verdict: {verdict}.", ""]
+    if r.repairs:
+        lines += [f"Repairs: {', '.join(r.repairs)}, applied to every recipe tried (naive int8 included) before any layer "
+                  "is kept in float; the chosen recipe.json records them, so an export with it repairs the same way.", ""]
     lines += ["| recipe | float layers | tuning median / worst (dB) | held-out median / worst (dB) | worst held-out photo | "
               "p50 1 thr (ms) | p50 2 thr (ms) | × naive (1 thr) |", "|---|---|---|---|---|---|---|---|"]
     fp = r.fp32_latency
@@ -125,7 +128,7 @@ def result_json(r: SearchResult) -> dict[str, Any]:
                                                            "worst_photo": c.holdout.worst_photo, "psnr": c.holdout.psnr}}
 
     return {"schema": 1, "target": r.target, "targets": vars(r.targets), "passed": r.passed, "within_latency": r.within_latency,
-            "latency_ratio": r.latency_ratio, "seconds": r.seconds,
+            "latency_ratio": r.latency_ratio, "seconds": r.seconds, "repairs": list(r.repairs),
             "trials": r.trials, "photos": r.photos, "notes": r.notes, "fp32_latency_p50_ms": r.fp32_latency,
             "naive": cand(r.naive), "chosen": cand(r.chosen), "fastest": cand(r.fastest), "candidates": [cand(c) for c in r.candidates],
             "units": [{"path": u.path, "joined": u.joined, "macs": u.macs, "ops": u.ops, "gain_db": u.gain_db,

@@ -83,7 +83,10 @@ def sensitivity(target: str, out_dir: str | Path, model: str | None = None, cali
                 evals: tuple[Path, ...] = (), holdout: float = 0.5, calib_share: float = 0.0, fold: int = 0,
                 targets: Targets = Targets(), budget_min: float = 15.0,
                 workers: int | None = None, executor=None, latency_rounds: int = 10,
-                progress: Callable[..., Any] | None = None, log: Callable[[str], Any] = lambda s: None) -> SearchResult:
+                progress: Callable[..., Any] | None = None, log: Callable[[str], Any] = lambda s: None,
+                repairs: tuple[str, ...] | None = None) -> SearchResult:
+    """``repairs``: None tries each repair on naive int8 and keeps it when it helps on the tuning
+    photos (mexport.sensitivity.search); ``()`` none; names from ``Recipe.repairs``: always."""
     import torch
 
     from ..models import DEFAULT_MODEL, MattingPipeline, load_model
@@ -101,6 +104,16 @@ def sensitivity(target: str, out_dir: str | Path, model: str | None = None, cali
 
     rt = get_runtime(target)
     rt.require_searchable()
+    from ..quantize.recipe import REPAIRS
+
+    if repairs is not None:
+        repairs = tuple(repairs)
+        if any(r not in REPAIRS for r in repairs):
+            raise InputError(f"unknown repair(s) {[r for r in repairs if r not in REPAIRS]}; valid: {', '.join(REPAIRS)}")
+    if not rt.applies_repairs:
+        if repairs:
+            raise InputError(f"{target} does not apply repairs")
+        repairs = ()
     if budget_min <= 0:
         raise InputError("--budget-min must be > 0")
     out_dir = Path(out_dir)
@@ -162,21 +175,22 @@ def sensitivity(target: str, out_dir: str | Path, model: str | None = None, cali
                      for u in trials.units()]
             with TrialPool(trials, target, sets, workers=workers, executor=executor) as pool:
                 result = search(target, trials, pool, units, calibration, targets, budget_min * 60, progress, log,
-                                has_holdout="holdout" in sets, latency_rounds=latency_rounds)
+                                has_holdout="holdout" in sets, latency_rounds=latency_rounds, repairs=repairs)
         result.photos = {"calibration": [n for n, _ in calib_set.photos], "tune": [n for n, _ in tune],
                          "holdout": [n for n, _ in held]}
         result.notes.insert(0, f"model {pipeline.model_info.name} ({pipeline.model_info.weights_sha256[:12]}); calibration: "
                                f"{calib_set.source}")
         if result.chosen is not None:
             (stage / "recipe.json").write_text(result.chosen.recipe.to_json())
-        write_report(result, stage, command_line(target, model, calib, evals, holdout, targets, budget_min, calib_share, fold))
+        write_report(result, stage, command_line(target, model, calib, evals, holdout, targets, budget_min, calib_share, fold, repairs))
         moves = {out_dir / f.name: f for f in sorted(stage.iterdir())}
         moves.update({out_dir / n: None for n in OUTPUT_FILES if (out_dir / n).exists() and out_dir / n not in moves})
         install(moves, work / "old")
     return result
 
 
-def command_line(target, model, calib, evals, holdout, targets: Targets, budget_min, calib_share: float = 0.0, fold: int = 0) -> str:
+def command_line(target, model, calib, evals, holdout, targets: Targets, budget_min, calib_share: float = 0.0, fold: int = 0,
+                 repairs: tuple[str, ...] | None = None) -> str:
     parts = ["mexport sensitivity", f"--target {target}"]
     if model:
         parts.append(f"--model {model}")
@@ -187,4 +201,6 @@ def command_line(target, model, calib, evals, holdout, targets: Targets, budget_
         parts.append(f"--calib-share {calib_share:g}" + (f" --fold {fold}" if fold else ""))
     parts += [f"--holdout {holdout:g}", f"--target-psnr {targets.median_db:g}", f"--min-photo-psnr {targets.photo_db:g}",
               f"--margin {targets.margin_db:g}", f"--max-latency {targets.max_latency:g}", f"--budget-min {budget_min:g}"]
+    if repairs is not None:
+        parts += [f"--repair {r.replace('_', '-')}" for r in repairs] or ["--repair none"]
     return " ".join(parts)

@@ -38,7 +38,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ArtifactRunError
-from ..quantize.recipe import Calibration, Recipe
+from ..quantize.recipe import REPAIRS, Calibration, Recipe
 from .trials import TrialPool, TrialResult
 
 
@@ -124,6 +124,7 @@ class SearchResult:
     trials: int
     notes: list[str] = field(default_factory=list)
     fastest: Candidate | None = None  # the fastest candidate meeting the targets, when not the chosen one
+    repairs: tuple[str, ...] = ()  # applied to every recipe tried, naive int8 included
 
     @property
     def passed(self) -> bool:
@@ -141,7 +142,8 @@ class SearchResult:
         return self.latency_ratio <= self.targets.max_latency
 
 
-def recipe_for(floats: set[str] | tuple[str, ...], units: list[Unit], calibration: Calibration, name: str, notes: str = "") -> Recipe:
+def recipe_for(floats: set[str] | tuple[str, ...], units: list[Unit], calibration: Calibration, name: str, notes: str = "",
+               repairs: tuple[str, ...] = ()) -> Recipe:
     """Recipe keys are module-path prefixes, so a float unit whose path has descendants (a module's
     own pools and adds, next to its convs) lists those descendants back as int8."""
     floats = set(floats)
@@ -155,7 +157,7 @@ def recipe_for(floats: set[str] | tuple[str, ...], units: list[Unit], calibratio
         for p in paths:
             if p.startswith(f + ".") and p not in layers:
                 layers[p] = "int8"
-    return Recipe(name=name, default="int8", calibration=calibration, layers=layers, notes=notes)
+    return Recipe(name=name, default="int8", calibration=calibration, layers=layers, notes=notes, repairs=repairs)
 
 
 def _cost(u: Unit) -> int:
@@ -175,52 +177,74 @@ def _only(r: TrialResult, names: tuple[str, ...]) -> TrialResult:
     return TrialResult(r.key, {k: r.psnr[k] for k in names}, r.seconds)
 
 
-def _alone_recipe(u: Unit, units: list[Unit], calibration: Calibration, name: str) -> Recipe:
+def _alone_recipe(u: Unit, units: list[Unit], calibration: Calibration, name: str, repairs: tuple[str, ...] = ()) -> Recipe:
     layers = {p: "int8" for p in (u.path, *u.joined)}
     for p in {q for v in units for q in (v.path, *v.joined)}:
         if p.startswith(u.path + ".") and p not in layers:
             layers[p] = "float"
-    return Recipe(name=name, default="float", calibration=calibration, layers=layers)
+    return Recipe(name=name, default="float", calibration=calibration, layers=layers, repairs=repairs)
 
 
 def search(target: str, trials, pool: TrialPool, units: list[Unit], calibration: Calibration, targets: Targets,
            budget_s: float, progress: Callable[..., Any] | None = None, log: Callable[[str], Any] = lambda s: None,
-           has_holdout: bool = True, latency_rounds: int = 10) -> SearchResult:
+           has_holdout: bool = True, latency_rounds: int = 10, repairs: tuple[str, ...] | None = None) -> SearchResult:
+    """``repairs`` (Recipe.repairs) are applied to every recipe tried after naive int8, so the float
+    fallback is searched on top of the repaired int8 layers; None: tried on naive int8 and kept when
+    they raise its score on the tuning photos (``()``: none)."""
     t0 = time.monotonic()
     deadline = t0 + budget_s * SEARCH_SHARE  # the rest: timing the candidates, the held-out photos
     notes: list[str] = []
     by_path = {u.path: u for u in units}
+    auto = repairs is None
+    tried_repairs = REPAIRS if auto else tuple(repairs)
+    repairs = ()  # until naive int8 with and without them is measured
 
     def tick(stage):
         return (lambda n, total, r: progress(stage, n, total, r.key)) if progress else None
 
-    def job(key: str, floats, photo_set="tune", keep=None, alone=None, only=None):
+    def job(key: str, floats, photo_set="tune", keep=None, alone=None, only=None, reps=None):
+        reps = repairs if reps is None else reps
         if alone is not None:  # that unit int8, everything else float (its descendants included)
-            r = _alone_recipe(alone, units, calibration, key)
+            r = _alone_recipe(alone, units, calibration, key, reps)
         else:
-            r = recipe_for(floats, units, calibration, key)
+            r = recipe_for(floats, units, calibration, key, repairs=reps)
         return (key, r.to_dict(), photo_set, keep, only)
 
     def run(jobs, stage, until=None):
         return pool.map(jobs, tick(stage), deadline=until)
 
-    def cand(label, floats, r):
-        return Candidate(label, tuple(floats), recipe_for(floats, units, calibration, f"{target}-sensitivity"), r)
+    def cand(label, floats, r, reps=None):
+        reps = repairs if reps is None else reps
+        return Candidate(label, tuple(floats), recipe_for(floats, units, calibration, f"{target}-sensitivity", repairs=reps), r)
 
-    # 2. naive
-    naive_r, = run([job("naive", ())], "naive int8")
+    # 2. naive, and naive with the repairs: the repairs stay when they raise its score
+    jobs = [job("naive", ())] + ([job("naive+repairs", (), reps=tried_repairs)] if tried_repairs else [])
+    naive_r, *rep_r = run(jobs, "naive int8")
     naive = cand("naive int8", (), naive_r)
     log(f"naive int8 on the tuning photos: median {naive_r.median:.1f} dB, worst {naive_r.worst:.1f} dB ({naive_r.worst_photo})")
     candidates: list[Candidate] = []
-    best = naive
-    if not targets.met(naive_r, targets.margin_db):
-        # 3. per-layer sensitivity against naive int8, on the photos it hurts most, the most
-        # suspicious layers first (quick ranking), within a share of the budget
-        focus = _worst(naive_r, FOCUS_PHOTOS)
+    start = naive
+    if rep_r:
+        r = rep_r[0]
+        said = (f"naive int8 with {', '.join(tried_repairs)}: median {r.median:.1f} dB, worst {r.worst:.1f} dB on the tuning "
+                f"photos, against {naive_r.median:.1f} / {naive_r.worst:.1f} dB without")
+        log(said)
+        if not auto or targets.score(r) > targets.score(naive_r):
+            repairs = tried_repairs
+            start = cand(f"naive int8 + {', '.join(tried_repairs)}", (), r)
+            candidates.append(start)
+            notes.append(f"repairs: {said}; every recipe after it is repaired" + ("" if auto else " (asked for)"))
+        else:
+            notes.append(f"repairs: {said}; not kept")
+    best = start
+    if not targets.met(start.tune, targets.margin_db):
+        # 3. per-layer sensitivity against the start (naive int8, repaired when that helped), on the
+        # photos it hurts most, the most suspicious layers first (quick ranking), within a share of the budget
+        focus = _worst(start.tune, FOCUS_PHOTOS)
         order = sorted(units, key=lambda u: (u.stats.sqnr_db if u.stats else math.inf))
         res = run([job(f"float:{u.path}", (u.path,), only=focus) for u in order], "sensitivity (one layer float)",
                   until=t0 + budget_s * RANKING_SHARE)
-        base = targets.focus_score(_only(naive_r, focus))
+        base = targets.focus_score(_only(start.tune, focus))
         for u, r in zip(order, res):
             if r is not None:
                 u.gain_db = targets.focus_score(r) - base
@@ -233,7 +257,7 @@ def search(target: str, trials, pool: TrialPool, units: list[Unit], calibration:
         for u, r in zip(top, run([job(f"alone:{u.path}", (), alone=u, only=focus) for u in top], "sensitivity (one layer int8)")):
             u.alone = r
         # 4. descend (below) until the targets hold
-        current = naive
+        current = start
         if ranked and ranked[0].gain_db > 1.0:  # a clear culprit: start with it
             floats = [ranked[0].path]
             current = cand(f"{len(floats)} float", floats, run([job("step:1", floats)], "search")[0])
@@ -294,7 +318,7 @@ def search(target: str, trials, pool: TrialPool, units: list[Unit], calibration:
             current = nxt
             candidates.append(current)
         if not targets.met(current.tune, targets.margin_db):
-            best = max(candidates, key=lambda c: targets.score(c.tune), default=naive)
+            best = max(candidates, key=lambda c: targets.score(c.tune), default=start)
             notes.append("no mix of float layers met the targets on the tuning photos"
                          + (" within the budget" if time.monotonic() >= deadline else "") + f"; the best reached "
                          f"median {best.tune.median:.1f} dB, worst {best.tune.worst:.1f} dB with {len(best.floats)} layer(s) float")
@@ -348,23 +372,24 @@ def search(target: str, trials, pool: TrialPool, units: list[Unit], calibration:
         if ok:
             notes.append(f"no candidate meeting the targets is within {targets.max_latency:g}x naive int8's latency; "
                          "the fastest one is chosen")
-    if chosen is None and naive.met:
-        chosen = naive
+    if chosen is None and start.met:
+        chosen = start
     if fastest is chosen:
         fastest = None
     if chosen is not None and has_holdout:
         # the fastest candidate too, so the report shows what the latency allowance bought on photos
         # neither was chosen on
         extra = [fastest] if fastest is not None else []
-        rs = pool.map([job("holdout:chosen", chosen.floats, "holdout"), job("holdout:naive", (), "holdout")]
-                      + [job("holdout:fastest", c.floats, "holdout") for c in extra], tick("held-out photos"))
+        rs = pool.map([job("holdout:chosen", chosen.floats, "holdout", reps=chosen.recipe.repairs),
+                       job("holdout:naive", (), "holdout", reps=())]
+                      + [job("holdout:fastest", c.floats, "holdout", reps=c.recipe.repairs) for c in extra], tick("held-out photos"))
         chosen.holdout, naive.holdout = rs[:2]
         for c, r in zip(extra, rs[2:]):
             c.holdout = r
     if chosen is not None:
-        chosen.recipe = _annotated(chosen, units, calibration, target)
+        chosen.recipe = _annotated(chosen, units, calibration, target, chosen.recipe.repairs)
     return SearchResult(target, targets, units, candidates, chosen, naive, fp32_latency, {}, time.monotonic() - t0,
-                        pool.trials_run, notes, fastest)
+                        pool.trials_run, notes, fastest, tuple(repairs))
 
 
 def _allowance(trials, target: str, naive: Candidate, units: list[Unit], max_latency: float, rounds: int, progress,
@@ -409,7 +434,7 @@ def _time_in(files: Path, trials, suffix: str, cands: list[Candidate], rounds: i
     return {t: v["p50_ms"] for t, v in lat["fp32"].get("threads", {}).items()}
 
 
-def _annotated(c: Candidate, units: list[Unit], calibration: Calibration, target: str) -> Recipe:
+def _annotated(c: Candidate, units: list[Unit], calibration: Calibration, target: str, repairs: tuple[str, ...] = ()) -> Recipe:
     by = {u.path: u for u in units}
     why = []
     for p in c.floats:
@@ -418,4 +443,5 @@ def _annotated(c: Candidate, units: list[Unit], calibration: Calibration, target
         gain = "" if u.gain_db is None else f"alone in float {u.gain_db:+.1f} dB on the worst tuning photos; "
         why.append(f"{p}: float ({gain}{cause})")
     return recipe_for(c.floats, units, calibration, f"{target}-sensitivity",
-                      notes="found by `mexport sensitivity`; " + ("; ".join(why) if why else "every layer int8"))
+                      notes="found by `mexport sensitivity`; " + ("; ".join(why) if why else "every layer int8")
+                      + (f"; repairs: {', '.join(repairs)}" if repairs else ""), repairs=repairs)

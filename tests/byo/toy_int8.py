@@ -7,6 +7,10 @@ weights rounds the other channels' to a level or two.
 
 ``spread``: eight residual convs whose weights each carry one large outlier per output channel,
 so every layer loses a little in int8 and no single one is to blame.
+
+``biased_rounding``: one conv, ``coarse.biased``, whose weights all sit 0.45 of an int8 step above
+a grid point, so int8 rounds every one of them the same way: its output moves by the same amount
+on every pixel (a mean shift, what bias correction removes), where the noise around it is small.
 """
 
 import torch
@@ -56,6 +60,27 @@ class Spread(nn.Module):
         return torch.sigmoid(3 * self.head(y))
 
 
+class BiasedRounding(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU())
+        self.biased = nn.Conv2d(16, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 1, 3, padding=1)
+        with torch.no_grad():
+            # inputs with a large mean and a small spread: the shared rounding error adds up to a shift
+            self.stem[0].weight.mul_(0.1)
+            self.stem[0].bias.add_(1.0)
+            step = 1.0 / 127  # each output channel's largest weight (1.0) sets the int8 step
+            k = torch.randint(-12, 12, self.biased.weight.shape).float()
+            self.biased.weight.copy_((k + 0.45) * step)
+            self.biased.weight[:, 0, 0, 0] = 1.0
+            self.biased.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.biased(self.stem(x)))
+        return torch.sigmoid(4 * self.head(y))
+
+
 def _model(net: nn.Module, name: str) -> MattingModel:
     spec = PipelineSpec(coarse_size=(32, 32), refine_size=(64, 64))
     return MattingModel(coarse=net, refine=None, spec=spec, name=name)
@@ -69,3 +94,8 @@ def one_culprit() -> MattingModel:
 def spread() -> MattingModel:
     torch.manual_seed(8)
     return _model(Spread(), "toy-spread")
+
+
+def biased_rounding() -> MattingModel:
+    torch.manual_seed(9)
+    return _model(BiasedRounding(), "toy-biased-rounding")

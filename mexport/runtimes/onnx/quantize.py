@@ -131,3 +131,43 @@ def quantize_static(model, feeds: list[dict[str, np.ndarray]], recipe: Recipe, c
             **({"calibration_cache_path": str(calibration_cache)} if calibration_cache else {}),
         )
         return onnx.load(dst)
+
+
+def with_bias_shifts(model, shifts: dict[str, np.ndarray]):
+    """A copy of the float ``model`` with ``shifts`` (module path -> per-output-channel amount)
+    subtracted from the bias of each Conv / Gemm node of that module path
+    (mexport.quantize.bias_correction); a node without a bias gets one. A bias initializer that
+    several nodes share gets a copy of its own first."""
+    import onnx
+    from onnx import numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {i.name: i for i in out.graph.initializer}
+    users: dict[str, int] = {}
+    for node in out.graph.node:
+        for i in node.input:
+            users[i] = users.get(i, 0) + 1
+    for node, path in zip(out.graph.node, node_module_paths(out)):
+        shift = shifts.get(path)
+        if shift is None or node.op_type not in ("Conv", "Gemm"):
+            continue
+        if len(node.input) > 2 and node.input[2]:
+            if node.input[2] not in inits:
+                continue  # a bias computed at run time: nothing constant to correct
+            bias = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32)
+        else:
+            bias = np.zeros(shift.shape, np.float32)
+        if bias.shape != shift.shape:
+            continue
+        name = f"{node.name or node.output[0]}/bias_corrected"
+        out.graph.initializer.append(numpy_helper.from_array((bias - shift).astype(np.float32), name))
+        if len(node.input) > 2:
+            old = node.input[2]
+            node.input[2] = name
+            users[old] -= 1
+            if users[old] == 0 and old in inits:
+                out.graph.initializer.remove(inits.pop(old))
+        else:
+            node.input.append(name)
+    return out

@@ -27,6 +27,7 @@ class OnnxRuntime(Runtime):
     benchmark_precisions = ("fp32", "int8")
     distributions = ("onnxruntime", "onnx", "onnxsim")
     runner_options: tuple[RunnerOption, ...] = ()
+    applies_repairs = True  # onnxruntime's int8 weights: per channel, symmetric on [-127, 127]
 
     def prepare_quantization(self, pipeline, options):
         if options.precision == "dynamic-int8":  # no calibration; the recipe's float layers stay float

@@ -34,6 +34,7 @@ class OnnxTrials:
     provenance: Any  # mexport.spec.Provenance of the fused graph; each trial stamps its recipe into it
     feeds_file: Path  # calibration inputs (npz), written by the parent
     calibration: Any = None  # mexport.quantize.recipe.Calibration the ranges were computed with
+    shifts_file: Path | None = None  # bias correction's per-layer shifts (npz), for recipes with repairs
 
     # ------------------------------------------------------------------ parent side
 
@@ -42,6 +43,8 @@ class OnnxTrials:
         """Export the fused float graph once, write it and the calibration inputs to ``workdir``."""
         import numpy as np
 
+        from ...quantize.bias_correction import write_shifts
+        from ...quantize.recipe import REPAIRS
         from .convert import ensure_opset, simplify, torch_to_onnx
 
         workdir.mkdir(parents=True, exist_ok=True)
@@ -53,8 +56,9 @@ class OnnxTrials:
         onnx.save(model, workdir / "float.onnx")
         feeds_file = workdir / "calibration.npz"
         np.savez(feeds_file, **{f"{i}:{k}": v for i, feed in enumerate(feeds) for k, v in feed.items()})
-        out = cls(workdir, provenance, feeds_file, calibration)
-        out._cache()  # calibrate here, once, before workers start
+        out = cls(workdir, provenance, feeds_file, calibration, write_shifts(pipeline, feeds, workdir / "bias_shifts.npz", calibration))
+        out._cache()  # calibrate here, once, before workers start (and with the repairs)
+        out._calibrated(Recipe(name="calibrate", calibration=calibration, repairs=REPAIRS))
         return out
 
     def units(self) -> list[dict[str, Any]]:
@@ -133,17 +137,32 @@ class OnnxTrials:
         return [feeds[i] for i in sorted(feeds)]
 
     def _calibrated(self, recipe: Recipe) -> Path:
-        """The calibration cache for the recipe's calibration settings (one per method)."""
+        """The calibration cache for the recipe's calibration settings (one per method), on the
+        float graph as the recipe changes it: with repairs, every layer corrected (a recipe's float
+        layers then have ranges measured with their inputs corrected; the exported recipe is
+        calibrated on exactly its own graph)."""
         from .quantize import quantize_static
 
         c = recipe.calibration
-        key = hashlib.sha256(repr((c.method, c.percentile, c.symmetric_activations, c.max_photos)).encode()).hexdigest()[:12]
+        key = hashlib.sha256(repr((c.method, c.percentile, c.symmetric_activations, c.max_photos, recipe.repairs)).encode()).hexdigest()[:12]
         cache = self.workdir / f"ranges-{key}.json"
         if not cache.is_file():
             tmp = cache.with_suffix(f".{os.getpid()}.json")
-            quantize_static(self._float_model(), self._feeds()[:c.max_photos], recipe, calibration_cache=tmp)
+            quantize_static(self._repaired(recipe, every_layer=True), self._feeds()[:c.max_photos], recipe, calibration_cache=tmp)
             os.replace(tmp, cache)
         return cache
+
+    def _repaired(self, recipe: Recipe, every_layer: bool = False):
+        """The float graph with the recipe's bias correction (of every layer that has one, or of
+        the layers the recipe keeps int8)."""
+        model = self._float_model()
+        if "bias_correction" not in recipe.repairs:
+            return model
+        from ...quantize.bias_correction import corrected_shifts, load_shifts
+        from .quantize import with_bias_shifts
+
+        shifts = load_shifts(self.shifts_file)
+        return with_bias_shifts(model, shifts if every_layer else corrected_shifts(shifts, recipe))
 
     def build_float(self, path: Path) -> Path:
         """The fused fp32 model with its provenance: the latency reference."""
@@ -169,7 +188,7 @@ class OnnxTrials:
 
             raise InputError("the ONNX trials do not split convs (split_inputs)")
         cache = self._calibrated(recipe)
-        model = quantize_static(self._float_model(), self._feeds()[:1], recipe, calibration_cache=cache)
+        model = quantize_static(self._repaired(recipe), self._feeds()[:1], recipe, calibration_cache=cache)
         set_provenance(model, dataclasses.replace(self.provenance, recipe=f"{recipe.name}:{recipe.sha256()[:16]}"))
         path.parent.mkdir(parents=True, exist_ok=True)
         onnx.save(model, path)

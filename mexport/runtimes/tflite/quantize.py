@@ -137,8 +137,9 @@ def scope_regex(pipeline, key: str) -> str:
     return r"(?:^|/)" + "/".join(segs) + r"(?:/|;|$)"
 
 
-def select_ops(data: bytes, pipeline, key: str) -> list[dict[str, Any]]:
-    """The ops of the float .tflite ``data`` that implement module ``key`` of ``pipeline``."""
+def select_ops(data: bytes, pipeline, key: str, rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The ops of the float .tflite ``data`` that implement module ``key`` of ``pipeline``
+    (``rows``: ``_ops(data)`` already parsed, for callers that select many modules)."""
     import torch
 
     try:
@@ -150,7 +151,7 @@ def select_ops(data: bytes, pipeline, key: str) -> list[dict[str, Any]]:
     scope = re.compile(scope_regex(pipeline, key))
     chosen = []
     with torch.no_grad():
-        for row in _ops(data):
+        for row in rows if rows is not None else _ops(data):
             first = row["scope"].split(";")[0]
             big = [c for c in row["consts"] if c.ndim >= 2]
             # A constant that is some module's weight identifies its op exactly (scopes are ambiguous
@@ -252,3 +253,38 @@ def quantize_static(data: bytes, signature: str, feeds: list[dict[str, np.ndarra
     entries, selection = recipe_entries(data, recipe, pipeline, signature, int8_io)
     qsvs = calibrate(data, signature, feeds, entries)
     return _quantize(data, entries, qsvs), selection
+
+
+BIASED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def with_bias_shifts(data: bytes, pipeline, shifts: dict[str, np.ndarray]) -> bytes:
+    """The float .tflite ``data`` with ``shifts`` (module path -> per-output-channel amount)
+    subtracted from the bias of the op each module became (mexport.quantize.bias_correction). A
+    bias buffer the converter shares between ops (equal constants) gets a copy of its own first."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    from .flatbuffer import model_t, pack
+
+    rows = _ops(data)
+    m = model_t(data)
+    g = m.subgraphs[0]
+    users: dict[int, int] = {}
+    for t in g.tensors:
+        users[t.buffer] = users.get(t.buffer, 0) + 1
+    for path, shift in shifts.items():
+        for row in select_ops(data, pipeline, path, rows):
+            op = g.operators[row["index"]]
+            if row["op"] not in BIASED_OPS or len(op.inputs) < 3 or op.inputs[2] < 0:
+                continue
+            t = g.tensors[op.inputs[2]]
+            bias = np.frombuffer(np.asarray(m.buffers[t.buffer].data, np.uint8).tobytes(), np.float32)
+            if bias.shape != shift.shape:
+                continue
+            if users[t.buffer] > 1:
+                users[t.buffer] -= 1
+                m.buffers.append(fb.BufferT())
+                t.buffer = len(m.buffers) - 1
+                users[t.buffer] = 1
+            m.buffers[t.buffer].data = np.frombuffer((bias - shift).astype(np.float32).tobytes(), np.uint8)
+    return pack(m)

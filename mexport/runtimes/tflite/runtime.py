@@ -34,6 +34,7 @@ class TfliteRuntime(Runtime):
         help="Run .tflite artifacts in this Python's LiteRT runtime (tflite-runtime or ai-edge-litert), "
              "e.g. .venv-tflite-runtime/bin/python for the tflite-runtime 2.14 that apps pin."),)
     applies_splits = True
+    applies_repairs = True  # ai-edge-quantizer's int8 weights: per channel, symmetric narrow range [-127, 127]
     runner_label = "LiteRT XNNPACK"
     benchmark_precisions = ("fp32", "fp16", "dynamic-int8", "int8")
     distributions = ("ai-edge-litert", "litert-torch", "ai-edge-quantizer")

@@ -26,9 +26,11 @@ class TfliteTrials:
     workdir: Path
     provenance: Any
     model_ref: str  # a worker loads the pipeline again (a user's module does not pickle)
+    shifts_file: Path | None = None  # bias correction's per-layer shifts (npz), for recipes with repairs
 
     @classmethod
     def prepare(cls, pipeline, feeds: list[dict], provenance, workdir: Path, calibration, model_ref: str) -> "TfliteTrials":
+        from ...quantize.bias_correction import load_shifts, write_shifts
         from . import quantize as q
         from .convert import export_module, feed, litert_convert, sample_inputs
         from .options import TfliteOptions
@@ -38,26 +40,31 @@ class TfliteTrials:
         module, _, _ = export_module(pipeline, "fused", options)
         data = litert_convert(module, "fused", sample_inputs(pipeline, "fused", options))
         (workdir / "float.tflite").write_bytes(data)
+        shifts_file = write_shifts(pipeline, feeds, workdir / "bias_shifts.npz", calibration)
         entries = [q.static_entry(per_channel=calibration.per_channel), q.float_entry(".*", "INPUT"), q.float_entry(".*", "OUTPUT")]
-        qsvs = q.calibrate(data, "fused", [feed(f, options) for f in feeds], entries)
+        feeds = [feed(f, options) for f in feeds]
+        # the ranges of the float graph, and of the graph with every layer bias-corrected (for the
+        # recipes with that repair): a corrected layer's output, and what follows, moves
+        ranges = {(): q.calibrate(data, "fused", feeds, entries),
+                  ("bias_correction",): q.calibrate(q.with_bias_shifts(data, pipeline, load_shifts(shifts_file)), "fused", feeds, entries)}
         with open(workdir / "ranges.pkl", "wb") as f:
-            pickle.dump(qsvs, f)
-        out = cls(workdir, provenance, model_ref)
+            pickle.dump(ranges, f)
+        out = cls(workdir, provenance, model_ref, shifts_file)
         _CACHE.clear()
-        _CACHE[str(workdir)] = (data, qsvs, pipeline)
+        _CACHE[str(workdir)] = (data, ranges, pipeline)
         return out
 
     def _load(self):
         key = str(self.workdir)
         if key not in _CACHE:
             with open(self.workdir / "ranges.pkl", "rb") as f:
-                qsvs = pickle.load(f)
+                ranges = pickle.load(f)
             from ...models import DEFAULT_MODEL, MattingPipeline, load_model
             from ...models.recenter import plain_form
 
             pipeline = plain_form(MattingPipeline(load_model(self.model_ref or DEFAULT_MODEL)))  # as mexport.sensitivity.run converts it
             _CACHE.clear()
-            _CACHE[key] = ((self.workdir / "float.tflite").read_bytes(), qsvs, pipeline)
+            _CACHE[key] = ((self.workdir / "float.tflite").read_bytes(), ranges, pipeline)
         return _CACHE[key]
 
     def units(self) -> list[dict[str, Any]]:
@@ -99,9 +106,14 @@ class TfliteTrials:
 
         if recipe.split_inputs:
             raise InputError("the LiteRT trials do not split convs (split_inputs)")
-        data, qsvs, pipeline = self._load()
+        data, ranges, pipeline = self._load()
         entries, _ = q.recipe_entries(data, recipe, pipeline, "fused", False)
-        out = q._quantize(data, entries, qsvs)
+        if "bias_correction" in recipe.repairs:
+            from ...quantize.bias_correction import corrected_shifts, load_shifts
+
+            # the same ops, constants aside: the entries found on the float data still apply
+            data = q.with_bias_shifts(data, pipeline, corrected_shifts(load_shifts(self.shifts_file), recipe))
+        out = q._quantize(data, entries, ranges[tuple(recipe.repairs)])
         prov = dataclasses.replace(self.provenance, recipe=f"{recipe.name}:{recipe.sha256()[:16]}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(finalize(out, prov))

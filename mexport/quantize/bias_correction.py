@@ -1,0 +1,122 @@
+"""Bias correction: the float bias of each int8 layer moved so that, on the calibration photos, the
+layer's int8-rounded weights give the same mean output as its float weights.
+
+Rounding a layer's weights to int8 adds dW = round(W) - W; its output then moves by dW * x. Over
+one output channel the rounding errors of a few hundred weights do not cancel, so the move has a
+mean, E[dW * x] = dW * E[x], which every later layer carries along. On the reference model that
+mean, not the noise around it, is most of what weight rounding costs: in torch simulation on
+photos the correction never saw (fold 0), weights-only int8 went from 45.3 / 22.6 dB median /
+worst-photo alpha PSNR vs float to 51.7 / 26.5 dB (reports/repairs.md measures it on the runtimes).
+
+This is the analytic form of Nagel et al.'s bias correction ("Data-Free Quantization", ICCV 2019;
+AIMET's ``bias_correction``), with E[x] measured on the calibration photos in one float forward
+pass instead of derived from batch-norm statistics (the reference model has none left). Written by
+hand: the quantizers mexport drives (onnxruntime, ai-edge-quantizer) do not offer it, and AIMET
+does not install on this Python.
+
+The grid it corrects for is what ``Runtime.applies_repairs`` promises: per output channel (per
+tensor without ``per_channel``), symmetric, scale = max|W| / 127. Only the layers a recipe keeps
+int8 are corrected: a float layer has no rounding to correct. Layers covered: Conv2d (any groups)
+and Linear; a ConvTranspose2d is left as it is (its output channels are not its weight's first axis).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+PREFIX = "pipe."  # role graphs hold the pipeline under this attribute (mexport.models.pipeline)
+
+
+def int8_weight(w, per_channel: bool = True):
+    """``w`` rounded to the symmetric int8 grid (scale max|w| / 127 per output channel), in float."""
+    import torch
+
+    flat = w.reshape(w.shape[0], -1) if per_channel else w.reshape(1, -1)
+    scale = (flat.abs().amax(1).clamp_min(1e-12) / 127.0).view((-1,) + (1,) * (w.dim() - 1) if per_channel else ())
+    return torch.round(w / scale).clamp(-127, 127) * scale
+
+
+def bias_shifts(pipeline, feeds: list[dict[str, np.ndarray]], per_channel: bool = True) -> dict[str, np.ndarray]:
+    """Per layer (module path in ``pipeline``), the mean output move E[dW * x] that int8 weight
+    rounding causes, measured on ``feeds`` (the fused graph's inputs, one dict per photo)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    graph = pipeline.graph("fused")
+    sums: dict[str, torch.Tensor] = {}
+    hooks = []
+
+    def record(name: str, linear: bool):
+        def hook(m, args):
+            x = args[0].detach().double()
+            dims = tuple(range(x.dim() - 1)) if linear else (0, *range(2, x.dim()))
+            s = x.mean(dims)
+            sums[name] = sums.get(name, 0) + s
+        return hook
+
+    for name, m in graph.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            hooks.append(m.register_forward_pre_hook(record(name, isinstance(m, nn.Linear))))
+    try:
+        with torch.inference_mode():
+            for f in feeds:
+                graph(*(torch.as_tensor(v) for v in f.values()))
+    finally:
+        for h in hooks:
+            h.remove()
+    mods = dict(graph.named_modules())
+    out = {}
+    with torch.inference_mode():
+        for name, s in sums.items():
+            m = mods[name]
+            ex = (s / len(feeds))
+            w = m.weight.detach().double()
+            dw = int8_weight(w, per_channel) - w
+            if isinstance(m, nn.Linear):
+                shift = dw @ ex
+            else:  # E[x] as a constant map under the kernel: the conv of it is sum(dW * E[x]) per output channel
+                const = ex.view(1, -1, 1, 1).expand(1, -1, *m.kernel_size)
+                shift = F.conv2d(const, dw, groups=m.groups, dilation=1).reshape(-1)
+            path = name[len(PREFIX):] if name.startswith(PREFIX) else name
+            out[path] = shift.float().numpy()
+    return out
+
+
+def corrected_shifts(shifts: dict[str, np.ndarray], recipe) -> dict[str, np.ndarray]:
+    """The shifts a recipe applies: those of the layers it keeps int8, each to subtract from the bias."""
+    return {p: s for p, s in shifts.items() if recipe.precision_of(p) == "int8"}
+
+
+def bias_corrected(pipeline, recipe, feeds: list[dict[str, np.ndarray]]):
+    """A copy of ``pipeline`` with the bias of every layer ``recipe`` keeps int8 corrected (a layer
+    without a bias gets one); ``pipeline`` itself when the recipe asks for no bias correction."""
+    import torch
+    from torch import nn
+
+    if "bias_correction" not in recipe.repairs:
+        return pipeline
+    shifts = corrected_shifts(bias_shifts(pipeline, feeds, recipe.calibration.per_channel), recipe)
+    out = copy.deepcopy(pipeline)
+    with torch.no_grad():
+        for path, shift in shifts.items():
+            m = out.get_submodule(path)
+            if m.bias is None:
+                m.bias = nn.Parameter(torch.zeros(m.weight.shape[0]))
+            m.bias -= torch.from_numpy(shift)
+    return out
+
+
+def write_shifts(pipeline, feeds: list[dict[str, np.ndarray]], path, calibration):
+    """The shifts measured on the calibration inputs, written to ``path`` (npz) and returned: what
+    `mexport sensitivity`'s trials read for the recipes that ask for the repair (a float pass over
+    the calibration photos, seconds, once per search)."""
+    np.savez(path, **bias_shifts(pipeline, feeds[:calibration.max_photos], calibration.per_channel))
+    return path
+
+
+def load_shifts(path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
