@@ -19,6 +19,7 @@ with Constant nodes moved into initializers (it fails on them otherwise).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -86,6 +87,7 @@ def main() -> None:
     from mexport.models.recenter import plain_form
     from mexport.photos import prepare, restore
     from mexport.quantize.calibration import load_calibration, role_inputs
+    from mexport.quantize.recipe import REPAIRS
     from mexport.runtimes import get_runtime, versions
     from mexport.runtimes.onnx.convert import set_provenance
     from mexport.runtimes.onnx.runner import OnnxRunner
@@ -113,10 +115,13 @@ def main() -> None:
     # 2. the artifacts: fp32, naive int8, mexport's recipe (the export as a user runs it)
     naive_recipe = work / "naive.json"
     naive_recipe.write_text(res.naive.recipe.to_json())
+    repaired_recipe = work / "naive-repaired.json"  # what the repair alone does, before any layer goes float
+    repaired_recipe.write_text(dataclasses.replace(res.naive.recipe, repairs=REPAIRS).to_json())
     files = {}
     # "declared": the model's hand-written int8 declarations (its default recipe), the baseline the
     # search has to match before they can go
     for label, precision, recipe in (("fp32", "fp32", None), ("naive int8", "int8", naive_recipe),
+                                     ("naive int8 + bias correction", "int8", repaired_recipe),
                                      ("declared recipe (hand-written)", "int8", None),
                                      ("mexport sensitivity", "int8", work / "mexport" / "recipe.json")):
         out = work / label.split(" (")[0].replace(" ", "-")
@@ -263,7 +268,7 @@ def cross_validation(args, evals, work: Path, target: str, first) -> list[dict]:
         h = c.holdout if c else None
         return None if h is None else {
             "floats": len(c.floats), "median": h.median, "worst": h.worst, "worst_photo": h.worst_photo,
-            "ratio": c.latency.get(1, float("nan")) / n.latency.get(1, float("nan"))}
+            "ratio": c.latency.get(1, float("nan")) / n.latency.get(1, float("nan")), "repairs": list(c.recipe.repairs)}
 
     # the fastest recipe meeting the targets on the tuning photos is the chosen one when the
     # allowance bought nothing
@@ -278,12 +283,13 @@ def fold_table(folds: list[dict], target: str) -> list[str]:
         return []
     lines = ["", f"Cross-validation: `mexport sensitivity --target {target} --calib-share 0.33 --fold F`, each fold calibrating on "
              "one third of every family, tuning on another and judged on the last (animals-am2k/sample3 is never held out: 13 "
-             "photos do not split in thirds). Each fold is its own search, from naive int8. *Fastest*: the fastest recipe "
+             "photos do not split in thirds). Each fold is its own search, from naive int8, bias-corrected where that lifted its "
+             "tuning photos (`--repair auto`, the default; *BC*: kept). *Fastest*: the fastest recipe "
              "meeting the targets on the tuning photos (`--max-latency 1`); *chosen*: the one with the widest margin on its worst "
              "tuning photos within 1.15x naive int8's latency (the default). Held-out median / worst photo (dB), × naive int8 "
              "(1 thread):", "",
-             "| fold | fastest: float layers | held-out | × naive | chosen: float layers | held-out | worst photo | × naive | "
-             "search time | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| fold | BC | fastest: float layers | held-out | × naive | chosen: float layers | held-out | worst photo | × naive | "
+             "search time | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def cells(x):
         return ["–"] * 3 if x is None else [str(x["floats"]), f"{x['median']:.1f} / {x['worst']:.1f}", f"{x['ratio']:.2f}"]
@@ -293,7 +299,8 @@ def fold_table(folds: list[dict], target: str) -> list[str]:
         fast = cells(f["fastest"])
         chosen = cells(c)
         verdict = "FAIL" if not f["passed"] else ("PASS" if f["within_latency"] else "FAIL (latency)")
-        lines.append(f"| {f['fold']} | {' | '.join(fast)} | {chosen[0]} | {chosen[1]} | {c['worst_photo'] if c else '–'} | "
+        bc = "yes" if c and c.get("repairs") else "no"
+        lines.append(f"| {f['fold']} | {bc} | {' | '.join(fast)} | {chosen[0]} | {chosen[1]} | {c['worst_photo'] if c else '–'} | "
                      f"{chosen[2]} | {f['minutes']:.1f} min | {verdict} |")
     return lines
 

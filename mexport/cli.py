@@ -515,7 +515,7 @@ def bundle_sign(path, key, signature):
 @click.option("--budget-min", type=float, default=15.0, show_default=True, help="Time budget of the search (minutes).")
 @click.option("--repair", type=click.Choice(["auto", "none", "bias-correction"]), default="auto", show_default=True,
               help="Repair the int8 layers before any is kept in float. bias-correction moves each int8 layer's bias so "
-                   "that its rounded weights keep the float mean output on the calibration photos (reports/repairs.md); "
+                   "that its rounded weights keep the float mean output on the calibration photos (reports/sensitivity.md); "
                    "auto tries it on naive int8 and keeps it when it helps the tuning photos.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Trial processes (default: one per core).")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),

@@ -6,7 +6,7 @@ one output channel the rounding errors of a few hundred weights do not cancel, s
 mean, E[dW * x] = dW * E[x], which every later layer carries along. On the reference model that
 mean, not the noise around it, is most of what weight rounding costs: in torch simulation on
 photos the correction never saw (fold 0), weights-only int8 went from 45.3 / 22.6 dB median /
-worst-photo alpha PSNR vs float to 51.7 / 26.5 dB (reports/repairs.md measures it on the runtimes).
+worst-photo alpha PSNR vs float to 51.7 / 26.5 dB (reports/sensitivity.md measures it on onnxruntime, on held-out photos).
 
 This is the analytic form of Nagel et al.'s bias correction ("Data-Free Quantization", ICCV 2019;
 AIMET's ``bias_correction``), with E[x] measured on the calibration photos in one float forward
