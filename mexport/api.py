@@ -455,7 +455,8 @@ def sensitivity_summary(result, out: Path) -> str:
     held = (f"held-out photos: median {h.median:.1f} dB, worst {h.worst:.1f} dB ({h.worst_photo})" if h
             else "no held-out photos: not judged")
     return "\n".join([
-        f"{'PASS' if result.passed else 'FAIL'}: {len(c.floats)} layer(s) kept in float; {held}; "
+        f"{'PASS' if result.passed else 'FAIL'}: {len(c.floats)} layer(s) kept in float"
+        + (f" ({', '.join(c.recipe.repairs)} on the int8 ones)" if c.recipe.repairs else "") + f"; {held}; "
         f"{ratio:.2f}x naive int8's latency (1 thread; "
         + (f"allowed {result.targets.max_latency:g}x)" if result.within_latency else f"OVER the {result.targets.max_latency:g}x allowed)"),
         f"recipe: {Path(out) / 'recipe.json'} (use: mexport {result.target} --int8 --recipe {Path(out) / 'recipe.json'})",
