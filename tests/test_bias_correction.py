@@ -118,6 +118,8 @@ def test_trials_patch_the_float_graph_as_torch_corrects_the_model(toy, target, t
 
     pipeline, feeds = toy
     rt = get_runtime(target)
+    # coarse.head float: the exporters fold the 4x that follows it into its weights and bias, which
+    # the trials do not patch (see mexport.quantize.bias_correction)
     recipe = Recipe(name="r", repairs=["bias_correction"], layers={"coarse.head": "float"})
     prov = make_provenance(pipeline, rt, "fused", rt.Options(precision="int8"), None, CalibrationSet((), "none"))
     trials = rt.sensitivity_trials(pipeline, feeds, prov, tmp_path / "t", recipe.calibration, f"{TOYS}:biased_rounding")

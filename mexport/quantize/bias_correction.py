@@ -18,6 +18,15 @@ The grid it corrects for is what ``Runtime.applies_repairs`` promises: per outpu
 tensor without ``per_channel``), symmetric, scale = max|W| / 127. Only the layers a recipe keeps
 int8 are corrected: a float layer has no rounding to correct. Layers covered: Conv2d (any groups)
 and Linear; a ConvTranspose2d is left as it is (its output channels are not its weight's first axis).
+
+Where it is applied: an export corrects the model in torch, before converting (mexport.export);
+`mexport sensitivity`'s trials patch the bias constants of the converted float graph instead (no
+conversion per trial), and a test holds the two equal. Known gap: a conv into which the exporter
+folds a constant factor (``4 * conv(x)`` becomes one conv with 4x weights and bias) is corrected by
+an export but not by the trials, which find its constants scaled or, in ONNX, held by Constant
+nodes; onnxruntime's quantizer also leaves such a conv's weights float, so its export gets a bias
+moved by a shift no rounding causes (of the size of that shift). The reference model has no such
+conv (all 123 of its convs keep their weights as initializers).
 """
 
 from __future__ import annotations
@@ -47,14 +56,15 @@ def bias_shifts(pipeline, feeds: list[dict[str, np.ndarray]], per_channel: bool 
 
     graph = pipeline.graph("fused")
     sums: dict[str, torch.Tensor] = {}
+    calls: dict[str, int] = {}  # a module called twice per forward is averaged over its calls
     hooks = []
 
     def record(name: str, linear: bool):
         def hook(m, args):
             x = args[0].detach().double()
             dims = tuple(range(x.dim() - 1)) if linear else (0, *range(2, x.dim()))
-            s = x.mean(dims)
-            sums[name] = sums.get(name, 0) + s
+            sums[name] = sums.get(name, 0) + x.mean(dims)
+            calls[name] = calls.get(name, 0) + 1
         return hook
 
     for name, m in graph.named_modules():
@@ -72,7 +82,7 @@ def bias_shifts(pipeline, feeds: list[dict[str, np.ndarray]], per_channel: bool 
     with torch.inference_mode():
         for name, s in sums.items():
             m = mods[name]
-            ex = (s / len(feeds))
+            ex = s / calls[name]
             w = m.weight.detach().double()
             dw = int8_weight(w, per_channel) - w
             if isinstance(m, nn.Linear):

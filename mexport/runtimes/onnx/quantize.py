@@ -154,7 +154,9 @@ def with_bias_shifts(model, shifts: dict[str, np.ndarray]):
             continue
         if len(node.input) > 2 and node.input[2]:
             if node.input[2] not in inits:
-                continue  # a bias computed at run time: nothing constant to correct
+                # a Constant node's output: the exporter folded a constant factor into this conv (the
+                # shift would need it too), and onnxruntime's quantizer leaves its weights float
+                continue
             bias = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32)
         else:
             bias = np.zeros(shift.shape, np.float32)
