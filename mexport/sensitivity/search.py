@@ -5,7 +5,9 @@ The search, every step measured on the target runtime on *tuning* photos (never 
 photos; never the held-out photos the verdict is given on):
 
 1. quick ranking in torch (:mod:`.layers`): seconds; it orders what follows and explains causes;
-2. naive int8 (every layer int8): if it meets the targets, it is the answer;
+2. naive int8 (every layer int8), and naive int8 repaired (bias correction,
+   :mod:`mexport.quantize.bias_correction`): the repair stays, for every later recipe, when it
+   raises the score (``repairs=None``; or as asked); if the start meets the targets, it is the answer;
 3. per-layer sensitivity: every unit (a weighted layer and the activation fused into it, or a
    module's own pools/resizes/adds) kept in float alone, the rest int8: the gain in the worst-photo
    score; and, for the most damaging units, that unit alone in int8 (the rest float);
