@@ -139,8 +139,8 @@ def test_trials_patch_the_float_graph_as_torch_corrects_the_model(toy, target, t
         from mexport.runtimes.tflite.flatbuffer import finalize
         from mexport.runtimes.tflite.quantize import with_bias_shifts
 
-        data, _, pipe = trials._load()
-        path.write_bytes(finalize(with_bias_shifts(data, pipe, shifts),
+        data, _, _, (_, ops) = trials._load()
+        path.write_bytes(finalize(with_bias_shifts(data, shifts, ops),
                                   dataclasses.replace(prov, precision="fp32", recipe=None, calib_sha256=None, calib_method=None)))
     fixed = bias_corrected(pipeline, recipe, feeds)
     x = feeds[0]["image"]

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .bias_correction import int8_weight
+
 # An input channel is an outlier when its weight x activation product is this many times the
 # median channel's: the reference model's stage2d.dec.4 channel 14 is ~1000x, a healthy conv's worst ~3-5x.
 OUTLIER_RATIO = 16.0
@@ -47,15 +49,6 @@ class LayerStats:
         elif self.weight_sqnr_db < 35:
             why.append(f"weights {self.weight_min:.3g}..{self.weight_max:.3g} in 8 bits")
         return "; ".join(why) or "no outlier: ordinary int8 rounding"
-
-
-def _fake_quant_weight(w):
-    import torch
-
-    flat = w.reshape(w.shape[0], -1)
-    scale = flat.abs().amax(1).clamp_min(1e-12) / 127.0
-    shape = (-1,) + (1,) * (w.dim() - 1)
-    return torch.round(w / scale.view(shape)).clamp(-127, 127) * scale.view(shape)
 
 
 def _fake_quant_input(x, lo: float, hi: float):
@@ -113,7 +106,7 @@ def layer_stats(graph, inputs: list[tuple], prefix: str = "pipe.") -> list[Layer
         for name, s in seen.items():
             m = mods[name]
             w = m.weight.detach()
-            wq = _fake_quant_weight(w if not isinstance(m, nn.ConvTranspose2d) else w.transpose(0, 1)) 
+            wq = int8_weight(w if not isinstance(m, nn.ConvTranspose2d) else w.transpose(0, 1))
             if isinstance(m, nn.ConvTranspose2d):
                 wq = wq.transpose(0, 1)
             run = {nn.Conv2d: lambda x, ww: m._conv_forward(x, ww, m.bias),

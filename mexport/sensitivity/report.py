@@ -62,8 +62,9 @@ def markdown(r: SearchResult, command: str) -> str:
               f"on the held-out photos (the search asks {r.targets.margin_db:g} dB more on the tuning photos), within "
               f"{r.targets.max_latency:g}x naive int8's latency, spent on the worst photos' margin. Verdict: {verdict}.", ""]
     if r.repairs:
-        lines += [f"Repairs: {', '.join(r.repairs)}, applied to every recipe tried (naive int8 included) before any layer "
-                  "is kept in float; the chosen recipe.json records them, so an export with it repairs the same way.", ""]
+        lines += [f"Repairs: {', '.join(r.repairs)}, applied to every recipe tried after naive int8 (whose row has none; the "
+                  "notes say why they were kept), before any layer is kept in float; the chosen recipe.json records them, so an "
+                  "export with it repairs the same way.", ""]
     lines += ["| recipe | float layers | tuning median / worst (dB) | held-out median / worst (dB) | worst held-out photo | "
               "p50 1 thr (ms) | p50 2 thr (ms) | × naive (1 thr) |", "|---|---|---|---|---|---|---|---|"]
     fp = r.fp32_latency

@@ -126,7 +126,7 @@ class SearchResult:
     trials: int
     notes: list[str] = field(default_factory=list)
     fastest: Candidate | None = None  # the fastest candidate meeting the targets, when not the chosen one
-    repairs: tuple[str, ...] = ()  # applied to every recipe tried, naive int8 included
+    repairs: tuple[str, ...] = ()  # applied to every recipe tried after naive int8 (which stays plain)
 
     @property
     def passed(self) -> bool:

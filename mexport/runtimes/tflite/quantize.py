@@ -137,32 +137,44 @@ def scope_regex(pipeline, key: str) -> str:
     return r"(?:^|/)" + "/".join(segs) + r"(?:/|;|$)"
 
 
-def select_ops(data: bytes, pipeline, key: str, rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """The ops of the float .tflite ``data`` that implement module ``key`` of ``pipeline``
-    (``rows``: ``_ops(data)`` already parsed, for callers that select many modules)."""
+def select_ops(data: bytes, pipeline, key: str) -> list[dict[str, Any]]:
+    """The ops of the float .tflite ``data`` that implement module ``key`` of ``pipeline``."""
+    return select_many(data, pipeline, [key])[key]
+
+
+def select_many(data: bytes, pipeline, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """:func:`select_ops` for many modules at once: the flatbuffer is parsed, and each op's
+    constants matched against the model's weights, once for all of them."""
     import torch
 
-    try:
-        module = pipeline.get_submodule(key)
-    except AttributeError:
-        raise InputError(f"recipe layer {key!r} is not a module of {pipeline.model_info.name}") from None
-    weights = [p.detach().numpy() for n, p in module.named_parameters() if n.endswith("weight") and p.dim() >= 2]
+    modules = {}
+    for key in keys:
+        try:
+            modules[key] = pipeline.get_submodule(key)
+        except AttributeError:
+            raise InputError(f"recipe layer {key!r} is not a module of {pipeline.model_info.name}") from None
     every = [lw for n, p in pipeline.named_parameters() if p.dim() >= 2 for lw in _layouts(p.detach().numpy())]
-    scope = re.compile(scope_regex(pipeline, key))
-    chosen = []
     with torch.no_grad():
-        for row in rows if rows is not None else _ops(data):
-            first = row["scope"].split(";")[0]
-            big = [c for c in row["consts"] if c.ndim >= 2]
-            # A constant that is some module's weight identifies its op exactly (scopes are ambiguous
-            # across ModuleLists); a functional constant (a box filter's fixed kernel) falls back to scope.
-            if big and any(c.shape == w.shape and np.array_equal(c, w) for c in big for w in every):
-                hit = any(c.shape == lw.shape and np.array_equal(c, lw) for c in row["consts"] for w in weights for lw in _layouts(w))
-            else:
-                hit = bool(scope.search(first + ";"))
-            if hit:
-                chosen.append({"index": row["index"], "op": row["op"], "name": row["name"]})
-    return chosen
+        rows = _ops(data)
+        # A constant that is some module's weight identifies its op exactly (scopes are ambiguous
+        # across ModuleLists); a functional constant (a box filter's fixed kernel) falls back to scope.
+        weighted = [any(c.shape == w.shape and np.array_equal(c, w) for c in row["consts"] if c.ndim >= 2 for w in every)
+                    for row in rows]
+        out = {}
+        for key, module in modules.items():
+            weights = [lw for n, p in module.named_parameters() if n.endswith("weight") and p.dim() >= 2
+                       for lw in _layouts(p.detach().numpy())]
+            scope = re.compile(scope_regex(pipeline, key))
+            chosen = []
+            for row, by_weight in zip(rows, weighted):
+                if by_weight:
+                    hit = any(c.shape == lw.shape and np.array_equal(c, lw) for c in row["consts"] for lw in weights)
+                else:
+                    hit = bool(scope.search(row["scope"].split(";")[0] + ";"))
+                if hit:
+                    chosen.append({"index": row["index"], "op": row["op"], "name": row["name"]})
+            out[key] = chosen
+    return out
 
 
 def exact_regex(tensor_name: str) -> str:
@@ -258,26 +270,35 @@ def quantize_static(data: bytes, signature: str, feeds: list[dict[str, np.ndarra
 BIASED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
-def with_bias_shifts(data: bytes, pipeline, shifts: dict[str, np.ndarray]) -> bytes:
+def bias_ops(data: bytes, pipeline, paths: list[str]) -> dict[str, list[int]]:
+    """Per module path, the indices of the ops with a bias it became (conv, depthwise conv, fully
+    connected): where :func:`with_bias_shifts` writes. The same for every recipe on one float model,
+    so callers that patch many times find them once."""
+    from .flatbuffer import model_t
+
+    g = model_t(data).subgraphs[0]
+    return {path: [row["index"] for row in rows if row["op"] in BIASED_OPS and len(g.operators[row["index"]].inputs) > 2
+                   and g.operators[row["index"]].inputs[2] >= 0]
+            for path, rows in select_many(data, pipeline, list(paths)).items()}
+
+
+def with_bias_shifts(data: bytes, shifts: dict[str, np.ndarray], ops: dict[str, list[int]]) -> bytes:
     """The float .tflite ``data`` with ``shifts`` (module path -> per-output-channel amount)
-    subtracted from the bias of the op each module became (mexport.quantize.bias_correction). A
-    bias buffer the converter shares between ops (equal constants) gets a copy of its own first."""
+    subtracted from the bias of the ops each module became (``ops``, from :func:`bias_ops`;
+    mexport.quantize.bias_correction). A bias buffer the converter shares between ops (equal
+    constants) gets a copy of its own first."""
     from ai_edge_litert import schema_py_generated as fb
 
     from .flatbuffer import model_t, pack
 
-    rows = _ops(data)
     m = model_t(data)
     g = m.subgraphs[0]
     users: dict[int, int] = {}
     for t in g.tensors:
         users[t.buffer] = users.get(t.buffer, 0) + 1
     for path, shift in shifts.items():
-        for row in select_ops(data, pipeline, path, rows):
-            op = g.operators[row["index"]]
-            if row["op"] not in BIASED_OPS or len(op.inputs) < 3 or op.inputs[2] < 0:
-                continue
-            t = g.tensors[op.inputs[2]]
+        for index in ops.get(path, ()):
+            t = g.tensors[g.operators[index].inputs[2]]
             bias = np.frombuffer(np.asarray(m.buffers[t.buffer].data, np.uint8).tobytes(), np.float32)
             if bias.shape != shift.shape:
                 continue

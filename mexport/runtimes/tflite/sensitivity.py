@@ -41,30 +41,34 @@ class TfliteTrials:
         data = litert_convert(module, "fused", sample_inputs(pipeline, "fused", options))
         (workdir / "float.tflite").write_bytes(data)
         shifts_file = write_shifts(pipeline, feeds, workdir / "bias_shifts.npz", calibration)
+        shifts = load_shifts(shifts_file)
+        bias_ops = q.bias_ops(data, pipeline, list(shifts))  # where a repaired recipe writes, found once
         entries = [q.static_entry(per_channel=calibration.per_channel), q.float_entry(".*", "INPUT"), q.float_entry(".*", "OUTPUT")]
         feeds = [feed(f, options) for f in feeds]
         # the ranges of the float graph, and of the graph with every layer bias-corrected (for the
         # recipes with that repair): a corrected layer's output, and what follows, moves
         ranges = {(): q.calibrate(data, "fused", feeds, entries),
-                  ("bias_correction",): q.calibrate(q.with_bias_shifts(data, pipeline, load_shifts(shifts_file)), "fused", feeds, entries)}
+                  ("bias_correction",): q.calibrate(q.with_bias_shifts(data, shifts, bias_ops), "fused", feeds, entries)}
         with open(workdir / "ranges.pkl", "wb") as f:
-            pickle.dump(ranges, f)
+            pickle.dump({"ranges": ranges, "bias_ops": bias_ops}, f)
         out = cls(workdir, provenance, model_ref, shifts_file)
         _CACHE.clear()
-        _CACHE[str(workdir)] = (data, ranges, pipeline)
+        _CACHE[str(workdir)] = (data, ranges, pipeline, (shifts, bias_ops))
         return out
 
     def _load(self):
         key = str(self.workdir)
         if key not in _CACHE:
             with open(self.workdir / "ranges.pkl", "rb") as f:
-                ranges = pickle.load(f)
+                saved = pickle.load(f)
             from ...models import DEFAULT_MODEL, MattingPipeline, load_model
             from ...models.recenter import plain_form
+            from ...quantize.bias_correction import load_shifts
 
             pipeline = plain_form(MattingPipeline(load_model(self.model_ref or DEFAULT_MODEL)))  # as mexport.sensitivity.run converts it
             _CACHE.clear()
-            _CACHE[key] = ((self.workdir / "float.tflite").read_bytes(), ranges, pipeline)
+            _CACHE[key] = ((self.workdir / "float.tflite").read_bytes(), saved["ranges"], pipeline,
+                           (load_shifts(self.shifts_file), saved["bias_ops"]))
         return _CACHE[key]
 
     def units(self) -> list[dict[str, Any]]:
@@ -72,11 +76,11 @@ class TfliteTrials:
         as the int8 export addresses layers); the activation fused into it comes along."""
         from torch import nn
 
-        from .quantize import select_ops
+        from .quantize import select_many
 
         import torch
 
-        data, _, pipeline = self._load()
+        data, _, pipeline, _ = self._load()
         kinds = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
         macs: dict[str, int] = {}
         hooks = [m.register_forward_hook(lambda m, a, o, n=n: macs.__setitem__(n, int(m.weight.numel() // m.weight.shape[0] * o.numel())))
@@ -87,13 +91,14 @@ class TfliteTrials:
         finally:
             for h in hooks:
                 h.remove()
-        return [{"path": n, "ops": {type(m).__name__: 1}, "macs": macs.get(n, 0)}
-                for n, m in pipeline.named_modules() if isinstance(m, kinds) and select_ops(data, pipeline, n)]
+        layers = [(n, m) for n, m in pipeline.named_modules() if isinstance(m, kinds)]
+        found = select_many(data, pipeline, [n for n, _ in layers])
+        return [{"path": n, "ops": {type(m).__name__: 1}, "macs": macs.get(n, 0)} for n, m in layers if found[n]]
 
     def build_float(self, path: Path) -> Path:
         from .flatbuffer import finalize
 
-        data, _, _ = self._load()
+        data, _, _, _ = self._load()
         prov = dataclasses.replace(self.provenance, precision="fp32", recipe=None, calib_sha256=None, calib_method=None)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(finalize(data, prov))
@@ -106,13 +111,13 @@ class TfliteTrials:
 
         if recipe.split_inputs:
             raise InputError("the LiteRT trials do not split convs (split_inputs)")
-        data, ranges, pipeline = self._load()
+        data, ranges, pipeline, (shifts, bias_ops) = self._load()
         entries, _ = q.recipe_entries(data, recipe, pipeline, "fused", False)
         if "bias_correction" in recipe.repairs:
-            from ...quantize.bias_correction import corrected_shifts, load_shifts
+            from ...quantize.bias_correction import corrected_shifts
 
             # the same ops, constants aside: the entries found on the float data still apply
-            data = q.with_bias_shifts(data, pipeline, corrected_shifts(load_shifts(self.shifts_file), recipe))
+            data = q.with_bias_shifts(data, corrected_shifts(shifts, recipe), bias_ops)
         out = q._quantize(data, entries, ranges[tuple(recipe.repairs)])
         prov = dataclasses.replace(self.provenance, recipe=f"{recipe.name}:{recipe.sha256()[:16]}")
         path.parent.mkdir(parents=True, exist_ok=True)
