@@ -439,6 +439,22 @@ def doctor(model: str | None = None, targets: list[str] | None = None, roles: tu
     return preflight(pipeline, names, roles)
 
 
+def fragility(out: str | Path, model: str | None = None, calib: Path | None = None, evals: tuple[Path, ...] = (),
+              calib_share: float = 0.0, fold: int = 0, draws: int = 8, seed: int = 0, photo_db: float = 30.0,
+              recipe: Path | None = None, split: int = 3, log=lambda s: None, progress=None):
+    """`mexport fragility`: see :mod:`mexport.quantize.fragility`."""
+    from .sensitivity.fragility import fragility as run
+
+    return run(out, model=model, calib=calib, evals=evals, calib_share=calib_share, fold=fold, draws=draws, seed=seed,
+               photo_db=photo_db, recipe=recipe, split=split, log=log, progress=progress)
+
+
+def fragility_summary(result, out: Path) -> str:
+    from .sensitivity.fragility import summary
+
+    return summary(result, out)
+
+
 def sensitivity_json(result) -> dict:
     from .sensitivity.report import result_json
 

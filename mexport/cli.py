@@ -546,6 +546,45 @@ def sensitivity(target, model, calib, evals, holdout, calib_share, fold, target_
 
 @main.command()
 @model_option
+@click.option("--eval", "evals", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of photos to measure (repeatable; FOLDER/image/ is used when present; default: scikit-image's).")
+@click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Calibration photos that set the activation ranges (default: scikit-image's bundled calibration set).")
+@click.option("--calib-share", type=float, default=0.0,
+              help="Calibrate on this share of each --eval folder instead (as `mexport sensitivity` does); the rest is measured.")
+@click.option("--fold", type=int, default=0, show_default=True, help="Rotate the --calib-share split.")
+@click.option("--recipe", type=click.Path(path_type=Path), default=None,
+              help="An int8 recipe (recipe.json): the layers it keeps float get no noise.")
+@click.option("--draws", type=int, default=8, show_default=True,
+              help="Noise draws per photo (the verdict rests on their median: with 4, a photo near the gate can change side).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first draw.")
+@click.option("--min-photo-psnr", type=float, default=30.0, show_default=True,
+              help="The per-photo gate (dB) a photo is judged fragile against.")
+@click.option("--split", type=int, default=3, show_default=True,
+              help="For this many of the most fragile photos, measure each block's noise alone (0: skip; each costs a few "
+                   "passes per block).")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write fragility.json and report.md.")
+@output_options
+@handle_errors
+def fragility(model, evals, calib, calib_share, fold, recipe, draws, seed, min_photo_psnr, split, out, as_json, quiet):
+    """Which photos int8 can hold only by luck: each photo's float matte against the model carrying
+    random int8-sized rounding noise (several draws), and against the photo re-saved as JPEG q95.
+
+    A photo below --min-photo-psnr in most draws fails or passes a per-photo gate by the particular
+    roundings of a recipe, not by the recipe's quality. Diagnostic: exit 0 whatever it finds."""
+    with progress_ui(as_json, quiet) as ui:
+        result = api.fragility(out, model=model, calib=calib, evals=tuple(evals), calib_share=calib_share, fold=fold,
+                               draws=draws, seed=seed, photo_db=min_photo_psnr, recipe=recipe, split=split,
+                               log=ui.log, progress=ui)
+    if as_json:
+        click.echo(api.to_json(result.to_json()))
+    elif not quiet:
+        click.echo(api.fragility_summary(result, out))
+
+
+@main.command()
+@model_option
 @click.option("--target", "-t", "targets", multiple=True, help="Runtime(s) to check (repeatable; default: every exporting runtime).")
 @click.option("--role", "roles", multiple=True, type=click.Choice(["fused", "coarse", "refine"]), help="Graph(s) to check (default: fused).")
 @output_options

@@ -318,7 +318,8 @@ def _sensitivity_hint(source, target: Runtime, options: ExportOptions, calibrati
     model = name if name in MODELS.names() else "FILE.py:factory"
     cmd = (f"`mexport sensitivity --target {target.name} --model {model} --eval PHOTOS_DIR -o DIR`" if target.searchable
            else f"`mexport sensitivity --target onnx ...` (its recipe applies to {target.name} too: module paths are the same)")
-    return f"; most int8-hostile layers: {said}; find a recipe that keeps them in check: {cmd}"
+    return (f"; most int8-hostile layers: {said}; find a recipe that keeps them in check: {cmd}; whether int8-sized noise "
+            f"alone moves a photo that far, whatever the recipe: `mexport fragility --model {model} --eval PHOTOS_DIR -o DIR`")
 
 
 def _json_default(o):

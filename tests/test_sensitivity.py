@@ -169,7 +169,7 @@ def test_failed_int8_export_names_suspects_and_the_command(tmp_path):
     quick ranking suspects and which command finds a recipe."""
     r = invoke("onnx", "--int8", "--model", f"{TOYS}:one_culprit", "-o", str(tmp_path / "x"), "-q")
     line = one_error_line(r, 1, "worst photo", "most int8-hostile layers: coarse.bad", "input channel(s) [0]",
-                          "mexport sensitivity --target onnx --model FILE.py:factory")
+                          "mexport sensitivity --target onnx --model FILE.py:factory", "mexport fragility --model FILE.py:factory")
     assert "coarse.head" not in line  # ordinary layers are not named
     assert "nothing written" in line and not (tmp_path / "x").exists()
 

@@ -99,3 +99,40 @@ def spread() -> MattingModel:
 def biased_rounding() -> MattingModel:
     torch.manual_seed(9)
     return _model(BiasedRounding(), "toy-biased-rounding")
+
+
+class KnifeEdge(nn.Module):
+    """alpha = sigmoid(40 * (brightness - t)): a photo of brightness t sits on the decision, where
+    any noise moves the matte; a darker one sits far from it. ``gate`` reads, beside the three
+    brightness channels, a constant channel of 50 with weight 0: its input range (0..50) makes its
+    int8 input step 200x the stem's, so its rounding noise is what moves the matte."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.gate = nn.Conv2d(4, 1, 1)
+        with torch.no_grad():
+            self.stem[0].weight.zero_()
+            for c in range(3):
+                self.stem[0].weight[c] = 1.0 / 27
+            self.stem[0].bias.copy_(torch.tensor([3.0, 3.0, 3.0, 50.0]))
+            self.gate.weight.copy_(torch.tensor([1 / 3, 1 / 3, 1 / 3, 0.0]).view(1, 4, 1, 1))
+            self.gate.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(40 * self.gate(self.stem(x)))
+
+
+def knife_edge() -> MattingModel:
+    """The threshold is set at mid-grey (128) through the spec's own normalization."""
+    import numpy as np
+
+    from mexport.photos import prepare
+
+    model = _model(KnifeEdge(), "toy-knife-edge")
+    net = model.coarse
+    grey = torch.from_numpy(prepare(np.full((64, 64, 3), 128, np.uint8), model.spec)[0])
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (model.spec.mean, model.spec.std))
+    with torch.no_grad():
+        net.gate.bias.fill_(-float(net.gate(net.stem((grey - mean) / std)).mean()))
+    return model
