@@ -277,7 +277,8 @@ def validate(artifacts: list[str | Path], data: Path | None = None, model: str |
              config: Path | None = None, report: Path | None = None, only: list[str] | None = None, bench: bool = False,
              latency_baseline: list[Path] | None = None, latency_runs: int = 10, threads: int | None = None,
              runner_kw: dict[str, dict] | None = None, progress=None, min_photo_psnr: float | None = None,
-             max_photo_sad_increase: float | None = None, max_photo_grad_increase: float | None = None):
+             max_photo_sad_increase: float | None = None, max_photo_grad_increase: float | None = None,
+             fragility: Path | None = None):
     """``mexport validate``: thresholds from the arguments, else the config file; every output
     checked before anything runs; latency (``bench``, a latency gate) timed by :mod:`mexport.bench`;
     the reports and the baseline written. Returns the :class:`ValidationReport` and what was
@@ -290,6 +291,7 @@ def validate(artifacts: list[str | Path], data: Path | None = None, model: str |
     cfg = load_config(config)
     pick = lambda v, k: v if v is not None else cfg.get(k)  # noqa: E731
     baseline = baseline or (Path(cfg["baseline"]) if cfg.get("baseline") else None)
+    fragility = fragility or (Path(cfg["fragility"]) if cfg.get("fragility") else None)
     if update_baseline and baseline is None:
         raise InputError("--update-baseline needs --baseline FILE")
     if update_baseline:  # every output is checked now, not after the artifacts ran
@@ -323,7 +325,8 @@ def validate(artifacts: list[str | Path], data: Path | None = None, model: str |
         latency = lambda arts: latency_records(arts, (threads or 1,), runner_kw=runner_kw, progress=progress)  # noqa: E731
     result, alphas, samples = run_validate(list(artifacts), data, model, gates, None if update_baseline else baseline, threads,
                                            progress=progress, keep_alphas=report is not None, only=only, latency=latency,
-                                           runner_kw=runner_kw, update_baseline=baseline if update_baseline else None)
+                                           runner_kw=runner_kw, update_baseline=baseline if update_baseline else None,
+                                           fragility=fragility)
     written: dict[str, Any] = {"reports": [], "baseline": None}
     if report is not None:
         written["reports"] = list(write_reports(result, report, alphas, samples).values())

@@ -286,6 +286,9 @@ for _spec in api.export_commands():
 @click.option("--update-baseline", is_flag=True, help="Write this run's results to --baseline.")
 @click.option("--config", type=click.Path(path_type=Path), default=None, help="mexport.toml or pyproject.toml with [tool.mexport.validate].")
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write JSON, Markdown, JUnit XML and HTML here.")
+@click.option("--fragility", type=click.Path(path_type=Path), default=None,
+              help="A fragility.json (`mexport fragility`): a failed per-photo gate then says which of its photos int8 "
+                   "holds only by luck and which are a real loss (the gate still fails).")
 @click.option("--only", default=None, help="Comma-separated photo names from --data to use (e.g. GT15,GT18).")
 @click.option("--bench", is_flag=True, help="Also measure latency (each artifact in its own process).")
 @click.option("--latency-baseline", "latency_baseline", multiple=True, type=click.Path(path_type=Path),
@@ -298,8 +301,8 @@ for _spec in api.export_commands():
 @output_options
 @handle_errors
 def validate(artifacts, data, model, min_psnr, min_photo_psnr, max_photo_sad_increase, max_photo_grad_increase, max_sad_increase,
-             max_grad_increase, max_latency_ratio, baseline, update_baseline, config, report, only, bench, latency_baseline,
-             latency_runs, threads, as_json, quiet, **params):
+             max_grad_increase, max_latency_ratio, baseline, update_baseline, config, report, fragility, only, bench,
+             latency_baseline, latency_runs, threads, as_json, quiet, **params):
     """Run ARTIFACTS (files or export directories) against the float model; exit 1 if a gate fails."""
     kw = runner_kw(params)
     with progress_ui(as_json, quiet) as ui:
@@ -307,7 +310,8 @@ def validate(artifacts, data, model, min_psnr, min_photo_psnr, max_photo_sad_inc
                                        max_latency_ratio, baseline, update_baseline, config, report,
                                        only.split(",") if only else None, bench, list(latency_baseline) or None, latency_runs,
                                        threads, kw, progress=ui, min_photo_psnr=min_photo_psnr,
-                                       max_photo_sad_increase=max_photo_sad_increase, max_photo_grad_increase=max_photo_grad_increase)
+                                       max_photo_sad_increase=max_photo_sad_increase, max_photo_grad_increase=max_photo_grad_increase,
+                                       fragility=fragility)
     if not (quiet or as_json):
         for path in written["reports"]:
             click.echo(f"wrote {path}", err=True)

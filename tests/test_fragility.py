@@ -107,3 +107,41 @@ def test_reference_model_gt10_is_fragile_where_gt01_is_not(reference_pipeline, a
     got = {f.photo: f for f in photo_fragility(source, photos, feeds, draws=2, recipe=recipe, split=0)}
     assert got["GT10"].median < 30 < got["GT01"].low, got
     assert got["GT01"].low - got["GT10"].median > 10, got
+
+
+def test_validate_says_which_failed_photos_are_fragile(tmp_path, folders):
+    """`mexport validate --fragility`: a failed per-photo gate names the photos the fragility file
+    calls fragile, and still fails. The gate is forced to fail (199 dB against an fp32 export);
+    a bad file fails before running."""
+    photos, calib = folders
+    _, frag = measure(tmp_path, folders, "--draws", "2", "--split", "0")
+    r = invoke("onnx", "--model", KNIFE, "-o", str(tmp_path / "fp32"), "-q")
+    assert r.exit_code == 0, r.output
+    art = str(tmp_path / "fp32" / "fused.onnx")
+    r = invoke("validate", art, "--model", KNIFE, "--data", str(photos), "--min-photo-psnr", "199",
+               "--fragility", str(frag / "fragility.json"), "--json")
+    assert r.exit_code == 1, r.output
+    gate, = [g for g in json.loads(r.stdout)["artifacts"][0]["gates"] if g["gate"] == "min-photo-alpha-psnr"]
+    assert not gate["passed"] and gate["photos"] == ["edge"]  # the dark photo's fp32 alpha is exact
+    assert "edge is fragile (int8-sized noise:" in gate["detail"] and "a recipe holds such a photo by luck" in gate["detail"]
+    cfg = tmp_path / "mexport.toml"
+    cfg.write_text(f'[validate]\nfragility = "{frag / "fragility.json"}"\nmin_photo_psnr = 199\n')
+    r = invoke("validate", art, "--model", KNIFE, "--data", str(photos), "--config", str(cfg), "--json")
+    gate, = [g for g in json.loads(r.stdout)["artifacts"][0]["gates"] if g["gate"] == "min-photo-alpha-psnr"]
+    assert "edge is fragile" in gate["detail"]
+    (tmp_path / "junk.json").write_text('{"photos": [{"photo": "x"}]}')
+    one_error_line(invoke("validate", art, "--model", KNIFE, "--data", str(photos), "--fragility", str(tmp_path / "junk.json")),
+                   2, "not a fragility.json")
+    one_error_line(invoke("validate", art, "--model", KNIFE, "--data", str(photos), "--fragility", str(tmp_path / "none.json")),
+                   2, "fragility file not found")
+
+
+def test_annotation_tells_luck_from_a_real_loss():
+    from mexport.quantize.fragility import annotate
+
+    verdicts = {"GT10": {"verdict": "fragile", "low": 26.6, "median": 28.5, "high": 30.5},
+                "GT16": {"verdict": "robust", "low": 45.0, "median": 46.6, "high": 49.5}}
+    note = annotate(["GT10", "GT16", "unknown"], verdicts)
+    assert note == ("GT10 is fragile (int8-sized noise: 26.6-30.5 dB, median 28.5): a recipe holds such a photo by luck; "
+                    "GT16 robust to int8-sized noise: a real loss")
+    assert annotate(["unknown"], verdicts) == ""

@@ -234,3 +234,36 @@ def photo_fragility(pipeline, photos: list[tuple[str, np.ndarray]], feeds: list[
         total = sum(mse.values()) or 1.0
         measured[i] = replace(f, blocks=tuple(sorted(((b, v / total) for b, v in mse.items()), key=lambda t: -t[1])))
     return measured
+
+
+def read_verdicts(path) -> dict[str, dict]:
+    """A ``fragility.json`` (`mexport fragility`) as photo name -> its entry (verdict, median, low,
+    high, ...), each also under its bare stem (``GT10`` for ``alphamatting/GT10``) when that stem
+    names one photo only: `mexport validate` names photos by stem."""
+    from ..errors import InputError
+    from ..io import read_json
+
+    d = read_json(path, "fragility", f"fragility file not found: {path}")
+    photos = d.get("photos") if isinstance(d, dict) else None
+    if not isinstance(photos, list) or any(not isinstance(p, dict) or not {"photo", "verdict", "median", "low", "high"} <= set(p)
+                                           for p in photos):
+        raise InputError(f"{path}: not a fragility.json written by `mexport fragility` (no photos with verdicts)")
+    out = {p["photo"]: p for p in photos}
+    stems: dict[str, list] = {}
+    for p in photos:
+        stems.setdefault(p["photo"].rsplit("/", 1)[-1], []).append(p)
+    out.update({s: ps[0] for s, ps in stems.items() if len(ps) == 1 and s not in out})
+    return out
+
+
+def annotate(failed: list[str], verdicts: dict[str, dict]) -> str:
+    """What a fragility file says of the photos a per-photo gate failed on ("" if nothing)."""
+    said = [f"{n} is {verdicts[n]['verdict']} (int8-sized noise: {verdicts[n]['low']:.1f}-{verdicts[n]['high']:.1f} dB, "
+            f"median {verdicts[n]['median']:.1f})" for n in failed if n in verdicts and verdicts[n]["verdict"] != "robust"]
+    robust = [n for n in failed if n in verdicts and verdicts[n]["verdict"] == "robust"]
+    parts = []
+    if said:
+        parts.append("; ".join(said) + ": a recipe holds such a photo by luck")
+    if robust:
+        parts.append(f"{', '.join(robust)} robust to int8-sized noise: a real loss")
+    return "; ".join(parts)

@@ -10,12 +10,13 @@ from typing import Any
 from ..errors import InputError
 
 KEYS = ("min_psnr", "min_photo_psnr", "max_photo_sad_increase", "max_photo_grad_increase", "max_sad_increase",
-        "max_grad_increase", "max_latency_ratio", "baseline")
+        "max_grad_increase", "max_latency_ratio", "baseline", "fragility")
+PATHS = ("baseline", "fragility")
 
 
 def load_config(path: Path | None = None, cwd: Path | None = None) -> dict[str, Any]:
     """The ``validate`` section, every value checked: thresholds are finite numbers, ``baseline``
-    a path (relative to the working directory, as on the command line)."""
+    and ``fragility`` paths (relative to the working directory, as on the command line)."""
     cwd = cwd or Path.cwd()
     if path is None:
         if (cwd / "mexport.toml").is_file():
@@ -49,9 +50,9 @@ def load_config(path: Path | None = None, cwd: Path | None = None) -> dict[str, 
     if unknown:
         raise InputError(f"config {path}: unknown keys {sorted(unknown)}; valid: {', '.join(KEYS)}")
     for k, v in section.items():
-        if k == "baseline":
+        if k in PATHS:
             if not isinstance(v, str) or not v:
-                raise InputError(f"config {path}: baseline must be a path (a string), got {v!r}")
+                raise InputError(f"config {path}: {k} must be a path (a string), got {v!r}")
         elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise InputError(f"config {path}: {k} must be a finite number, got {v!r}")
     return dict(section)

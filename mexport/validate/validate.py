@@ -177,7 +177,8 @@ def validate_artifact(artifact: Artifact, samples: list[GTSample], model: str | 
 def validate(paths: list[str | Path], data: Path | None = None, model: str | None = None, gates: Gates = Gates(),
              baseline: Path | None = None, threads: int | None = None, progress=None, keep_alphas: bool = False,
              only: list[str] | None = None, latency: Callable | None = None, runner_kw: dict[str, dict] | None = None,
-             checks: Callable[[list[Artifact]], Any] | None = None, update_baseline: Path | None = None):
+             checks: Callable[[list[Artifact]], Any] | None = None, update_baseline: Path | None = None,
+             fragility: Path | None = None):
     """Validate artifacts; returns the report and, with keep_alphas, the alphas for the HTML report.
 
     ``progress(stage, done, total, detail)`` is called after each photo of each artifact.
@@ -187,8 +188,13 @@ def validate(paths: list[str | Path], data: Path | None = None, model: str | Non
     before any artifact runs (inputs that depend on them). ``runner_kw`` maps a runtime to options
     for its runner (``{"tflite": {"python": PATH}}``). ``baseline`` is compared with, photo by photo
     (:mod:`mexport.validate.baseline`); ``update_baseline`` is a baseline file this run's results
-    are written into (checked before anything runs, written after)."""
+    are written into (checked before anything runs, written after). ``fragility``: a
+    ``fragility.json`` (`mexport fragility`) whose verdicts annotate a failed per-photo gate; the
+    gate still fails."""
     from . import baseline as bl
+    from ..quantize.fragility import annotate, read_verdicts
+
+    verdicts = read_verdicts(fragility) if fragility is not None else None
 
     artifacts = discover(paths)
     if not artifacts:
@@ -228,6 +234,11 @@ def validate(paths: list[str | Path], data: Path | None = None, model: str | Non
             rep.baseline = {"key": entry["key"], "matched_photos": sorted(set(entry["photos"]) & set(hashes)),
                             "baseline_photos": entry["n_photos"]}
         apply_gates(rep, gates, entry, why)
+        if verdicts is not None:
+            for g in rep.gates:
+                note = annotate(g.photos, verdicts) if g.gate == "min-photo-alpha-psnr" and not g.passed else ""
+                if note:
+                    g.detail += f"; {note}"
     if update_baseline is not None:
         bl.write(old, reports, artifacts, hashes, source, update_baseline)
     from ..runtimes import versions
