@@ -22,7 +22,7 @@ Not modelled:
   left the median photo where weights-only int8 had it and moved the worst by 0.1 dB, where
   rounding to the same ranges cost 6 dB of median);
 - the requantized outputs of other ops that a runtime may add (LiteRT keeps concatenations,
-  additions and resizes in int8 too). LiteRT's GT04 at 16.7 dB lies 10 dB below every draw: an
+  additions and resizes in int8 too). LiteRT's GT04 at 16.7 dB lies 9 dB below every draw: an
   error of that runtime's graph, not luck.
 
 A second, runtime-free reference: the float model's matte on the photo re-saved as JPEG quality 95
