@@ -84,6 +84,11 @@ def test_bad_inputs_are_one_line_errors(tmp_path, folders):
     one_error_line(invoke(*base, "--calib", str(calib), "--draws", "0", "-o", str(out)), 2, "--draws")
     one_error_line(invoke(*base, "--calib", str(calib), "--calib-share", "0.3", "-o", str(out)), 2, "--calib or --calib-share")
     one_error_line(invoke(*base, "--calib", str(photos), "-o", str(out)), 2, "also calibration photos")
+    twin = tmp_path / "twin" / photos.name
+    twin.mkdir(parents=True)
+    (twin / "other.png").write_bytes((photos / "dark.png").read_bytes())
+    (twin / "edge.png").write_bytes((photos / "dark.png").read_bytes())
+    one_error_line(invoke(*base, "--eval", str(twin), "--calib", str(calib), "-o", str(out)), 2, "given twice", "photos/edge")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema": 1, "name": "x", "default": "int8", "layers": {"coarse.gaet": "float"}}))
     one_error_line(invoke(*base, "--calib", str(calib), "--recipe", str(bad), "-o", str(out)), 2, "coarse.gaet", "coarse.gate")

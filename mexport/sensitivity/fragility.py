@@ -98,6 +98,10 @@ def fragility(out_dir: str | Path, model: str | None = None, calib: Path | None 
                          "were set by them, so their noise is smaller than an unseen photo's")
     if not photos:
         raise InputError("no photos to measure")
+    names = [n for n, _ in photos]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"photo names given twice ({', '.join(twice[:3])}): --eval folders with the same name; rename one")
     source = plain_form(pipeline)  # what an int8 export converts (mexport.export)
     calibration = the_recipe.calibration if the_recipe else Calibration("minmax", per_channel=True)
     log(f"fragility: {len(photos)} photos, {draws} noise draws each, ranges from {len(calib_set.photos)} calibration photos "
