@@ -4,10 +4,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -54,11 +52,10 @@ def fragility(out_dir: str | Path, model: str | None = None, calib: Path | None 
     from ..io import check_target, install, output_lock, staging
     from ..models import DEFAULT_MODEL, MattingPipeline, load_model
     from ..models.recenter import plain_form
-    from ..photos import DEFAULT_EVAL, default_photos
-    from ..quantize.calibration import CalibrationSet, load_calibration, role_inputs
+    from ..quantize.calibration import role_inputs
     from ..quantize.fragility import photo_fragility
     from ..quantize.recipe import Calibration, load_recipe
-    from .run import folder_photos, split_calibration
+    from .run import choose_photos
 
     if not 1 <= draws <= 64:
         raise InputError("--draws must be in 1..64")
@@ -76,26 +73,7 @@ def fragility(out_dir: str | Path, model: str | None = None, calib: Path | None 
     if recipe is not None:
         the_recipe = load_recipe(recipe)
         the_recipe.require_known_layers(pipeline)
-    photos = [p for d in evals for p in folder_photos(d)] if evals else [(f"scikit-image/{n}", a) for n, a in default_photos(DEFAULT_EVAL)]
-    if calib_share:
-        if calib is not None:
-            raise InputError("give --calib or --calib-share, not both")
-        if not evals:
-            raise InputError("--calib-share takes its calibration photos from the --eval folders; give at least one")
-        cal, tune, held = split_calibration(photos, calib_share, 0.0, fold)
-        photos = tune + held
-        calib_set = CalibrationSet(tuple(cal), f"{len(cal)} of the --eval photos (--calib-share {calib_share:g}, fold {fold})")
-    else:
-        if fold:
-            raise InputError("--fold rotates the --calib-share split; give --calib-share too")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            calib_set = load_calibration(calib)
-    calibrated = {hashlib.sha256(a.tobytes()).hexdigest() for _, a in calib_set.photos}
-    overlap = [n for n, a in photos if hashlib.sha256(a.tobytes()).hexdigest() in calibrated]
-    if overlap:
-        raise InputError(f"{len(overlap)} photo(s) are also calibration photos ({', '.join(overlap[:3])}): their ranges "
-                         "were set by them, so their noise is smaller than an unseen photo's")
+    calib_set, photos, _ = choose_photos(evals, calib, calib_share, fold, 0.0)
     if not photos:
         raise InputError("no photos to measure")
     names = [n for n, _ in photos]

@@ -79,6 +79,40 @@ def split_calibration(photos: list[tuple[str, np.ndarray]], share: float, holdou
     return calib, tune, held
 
 
+def choose_photos(evals: tuple[Path, ...], calib: Path | None, calib_share: float, fold: int,
+                  holdout: float) -> tuple[Any, list, list]:
+    """(calibration set, tuning photos, held-out photos) as `mexport sensitivity` and `mexport
+    fragility` take them: the ``evals`` folders' photos (scikit-image's without any), calibrated on
+    ``calib`` (scikit-image's default set without it) or on ``calib_share`` of each folder; an
+    evaluation photo that is also a calibration photo is refused."""
+    from ..photos import DEFAULT_EVAL, default_photos
+    from ..quantize.calibration import CalibrationSet, load_calibration
+
+    photos = [p for d in evals for p in folder_photos(d)] if evals else [(f"scikit-image/{n}", a) for n, a in default_photos(DEFAULT_EVAL)]
+    if calib_share:
+        if calib is not None:
+            raise InputError("give --calib or --calib-share, not both")
+        if not evals:
+            raise InputError("--calib-share takes its calibration photos from the --eval folders; give at least one")
+        cal, tune, held = split_calibration(photos, calib_share, holdout, fold)
+        photos = tune + held
+        calib_set = CalibrationSet(tuple(cal), f"{len(cal)} of the --eval photos (--calib-share {calib_share:g}, fold {fold}: "
+                                               "a hash split per folder)")
+    else:
+        if fold:
+            raise InputError("--fold rotates the --calib-share split; give --calib-share too")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            calib_set = load_calibration(calib)
+        tune, held = split_photos(photos, holdout if evals else 0.0)
+    calib_names = {hashlib.sha256(a.tobytes()).hexdigest() for _, a in calib_set.photos}
+    overlap = [n for n, a in photos if hashlib.sha256(a.tobytes()).hexdigest() in calib_names]
+    if overlap:
+        raise InputError(f"{len(overlap)} evaluation photo(s) are also calibration photos ({', '.join(overlap[:3])}): "
+                         "judging on what was calibrated on hides the error")
+    return calib_set, tune, held
+
+
 def sensitivity(target: str, out_dir: str | Path, model: str | None = None, calib: Path | None = None,
                 evals: tuple[Path, ...] = (), holdout: float = 0.5, calib_share: float = 0.0, fold: int = 0,
                 targets: Targets = Targets(), budget_min: float = 15.0,
@@ -94,8 +128,8 @@ def sensitivity(target: str, out_dir: str | Path, model: str | None = None, cali
     from ..export import make_provenance
     from ..io import check_target, install, output_lock, staging
     from ..models.recenter import plain_form
-    from ..photos import DEFAULT_EVAL, default_photos, prepare
-    from ..quantize.calibration import CalibrationSet, load_calibration, role_inputs
+    from ..photos import prepare
+    from ..quantize.calibration import role_inputs
     from ..quantize.recipe import Calibration
     from ..runtimes import get_runtime
     from ..quantize.layer_stats import layer_stats
@@ -122,28 +156,7 @@ def sensitivity(target: str, out_dir: str | Path, model: str | None = None, cali
     if pipeline.spec.extra_inputs:
         raise InputError("mexport sensitivity needs photos alone as input; this model takes " +
                          ", ".join(e.name for e in pipeline.spec.extra_inputs))
-    photos = [p for d in evals for p in folder_photos(d)] if evals else [(f"scikit-image/{n}", a) for n, a in default_photos(DEFAULT_EVAL)]
-    if calib_share:
-        if calib is not None:
-            raise InputError("give --calib or --calib-share, not both")
-        if not evals:
-            raise InputError("--calib-share takes its calibration photos from the --eval folders; give at least one")
-        cal, tune, held = split_calibration(photos, calib_share, holdout, fold)
-        photos = tune + held
-        calib_set = CalibrationSet(tuple(cal), f"{len(cal)} of the --eval photos (--calib-share {calib_share:g}, fold {fold}: "
-                                               "a hash split per folder)")
-    else:
-        if fold:
-            raise InputError("--fold rotates the --calib-share split; give --calib-share too")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            calib_set = load_calibration(calib)
-        tune, held = split_photos(photos, holdout if evals else 0.0)
-    calib_names = {hashlib.sha256(a.tobytes()).hexdigest() for _, a in calib_set.photos}
-    overlap = [n for n, a in photos if hashlib.sha256(a.tobytes()).hexdigest() in calib_names]
-    if overlap:
-        raise InputError(f"{len(overlap)} evaluation photo(s) are also calibration photos ({', '.join(overlap[:3])}): "
-                         "judging on what was calibrated on hides the error")
+    calib_set, tune, held = choose_photos(evals, calib, calib_share, fold, holdout)
     if len(tune) < MIN_TUNE_PHOTOS:
         raise InputError(f"{len(tune)} tuning photos; give at least {MIN_TUNE_PHOTOS} (--eval DIR, --holdout)")
     source = plain_form(pipeline)  # what an int8 export converts (mexport.export)
