@@ -558,7 +558,8 @@ def sensitivity(target, model, calib, evals, holdout, calib_share, fold, target_
               help="Calibrate on this share of each --eval folder instead (as `mexport sensitivity` does); the rest is measured.")
 @click.option("--fold", type=int, default=0, show_default=True, help="Rotate the --calib-share split.")
 @click.option("--recipe", type=click.Path(path_type=Path), default=None,
-              help="An int8 recipe (recipe.json): the layers it keeps float get no noise.")
+              help="An int8 recipe (recipe.json): the layers it keeps float get no noise (default: the model's default "
+                   "int8 recipe, what `mexport onnx --int8` applies).")
 @click.option("--draws", type=int, default=8, show_default=True,
               help="Noise draws per photo (the verdict rests on their median: with 4, a photo near the gate can change side).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first draw.")

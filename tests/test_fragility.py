@@ -55,6 +55,9 @@ def test_a_photo_on_the_decision_is_fragile_and_its_block_is_named(tmp_path, fol
     assert dark["blocks"] == []  # robust photos are not split
     report = (out / "report.md").read_text()
     assert "| photos/edge | fragile |" in report and "**1 fragile, 0 at risk, 1 robust** of 2 photos" in report
+    # the toy declares no int8 recipe: naive int8 is the default, and one block carries the noise
+    assert "Recipe: the model's default int8 recipe (onnx-int8; float: none)" in report
+    assert "Over 90 % of the worst photos' noise enters in coarse.gate" in report
 
 
 def test_draws_are_seeded(tmp_path, folders):

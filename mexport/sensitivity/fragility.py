@@ -24,7 +24,7 @@ class FragilityResult:
     seed: int
     model: str
     calibration: str
-    recipe: str | None
+    recipe: str  # the recipe whose int8 layers carry the noise, as the report names it
     command: str
     seconds: float
     split: int  # how many of the most fragile photos got the per-block split
@@ -54,7 +54,8 @@ def fragility(out_dir: str | Path, model: str | None = None, calib: Path | None 
     from ..models.recenter import plain_form
     from ..quantize.calibration import role_inputs
     from ..quantize.fragility import photo_fragility
-    from ..quantize.recipe import Calibration, load_recipe
+    from ..quantize.recipe import load_recipe
+    from ..quantize.recipes import model_default_recipe
     from .run import choose_photos
 
     if not 1 <= draws <= 64:
@@ -69,10 +70,17 @@ def fragility(out_dir: str | Path, model: str | None = None, calib: Path | None 
     if pipeline.spec.extra_inputs:
         raise InputError("mexport fragility needs photos alone as input; this model takes " +
                          ", ".join(e.name for e in pipeline.spec.extra_inputs))
-    the_recipe = None
     if recipe is not None:
         the_recipe = load_recipe(recipe)
         the_recipe.require_known_layers(pipeline)
+        recipe_said = str(recipe)
+    else:
+        # what `mexport onnx --int8` applies without --recipe: the model's own declarations (naive
+        # int8 for a model that declares none), so an ill-conditioned layer the model already keeps
+        # float does not make every photo look fragile
+        the_recipe = model_default_recipe(pipeline, "onnx")
+        floats = sorted(k for k, v in the_recipe.layers.items() if v == "float")
+        recipe_said = f"the model's default int8 recipe ({the_recipe.name}; float: {', '.join(floats) or 'none'})"
     calib_set, photos, _ = choose_photos(evals, calib, calib_share, fold, 0.0)
     if not photos:
         raise InputError("no photos to measure")
@@ -81,7 +89,7 @@ def fragility(out_dir: str | Path, model: str | None = None, calib: Path | None 
     if twice:
         raise InputError(f"photo names given twice ({', '.join(twice[:3])}): --eval folders with the same name; rename one")
     source = plain_form(pipeline)  # what an int8 export converts (mexport.export)
-    calibration = the_recipe.calibration if the_recipe else Calibration("minmax", per_channel=True)
+    calibration = the_recipe.calibration
     log(f"fragility: {len(photos)} photos, {draws} noise draws each, ranges from {len(calib_set.photos)} calibration photos "
         f"({calib_set.source})")
     t0 = time.monotonic()
@@ -91,7 +99,7 @@ def fragility(out_dir: str | Path, model: str | None = None, calib: Path | None 
                                (lambda done, total: None))
     command = _command(model, calib, evals, calib_share, fold, draws, seed, photo_db, recipe, split)
     result = FragilityResult(measured, photo_db, draws, seed, f"{pipeline.model_info.name} ({pipeline.model_info.weights_sha256[:12]})",
-                             calib_set.source, str(recipe) if recipe else None, command, time.monotonic() - t0, split)
+                             calib_set.source, recipe_said, command, time.monotonic() - t0, split)
     with output_lock(out_dir), staging(out_dir.parent, "fragility", out_dir) as work:
         stage = work / "files"
         stage.mkdir()
@@ -124,8 +132,8 @@ def _blocks(f: Fragility, top: int = 3) -> str:
 def report(r: FragilityResult) -> str:
     c = r.counts()
     lines = [f"# int8 fragility of {r.model}", "",
-             f"Made by `{r.command}` in {r.seconds / 60:.1f} min. Ranges: {r.calibration}."
-             + (f" Layers kept float by `{r.recipe}` get no noise." if r.recipe else ""), "",
+             f"Made by `{r.command}` in {r.seconds / 60:.1f} min. Ranges: {r.calibration}. Recipe: {r.recipe}; the "
+             "layers it keeps float get no noise.", "",
              f"Each photo's float matte against the same model carrying one draw of int8-sized rounding noise on every "
              f"quantized layer's weights and input ({r.draws} draws, seeds {r.seed}..{r.seed + r.draws - 1}), as alpha PSNR "
              f"(dB). *Fragile*: most draws below {r.photo_db:g} dB, so any int8 recipe that keeps these layers int8 holds "
@@ -134,7 +142,8 @@ def report(r: FragilityResult) -> str:
              f"*Blocks*: for the {r.split} worst photos with a draw below {r.photo_db:g} dB, the MSE of each block's noise "
              "alone (two draws), as a share of the sum over blocks: where the noise enters. On a fragile photo effects do not "
              "add as small errors do, so keeping the top block float lifts it less than its share suggests.", "",
-             f"**{c['fragile']} fragile, {c['at risk']} at risk, {c['robust']} robust** of {len(r.photos)} photos.", "",
+             f"**{c['fragile']} fragile, {c['at risk']} at risk, {c['robust']} robust** of {len(r.photos)} photos."
+             + (f" {_one_block_line(r)}" if one_block(r) else ""), "",
              "| photo | verdict | noise: min | median | max | JPEG q95 | blocks where the noise enters |",
              "|---|---|---:|---:|---:|---:|---|"]
     for f in r.photos:
@@ -143,9 +152,24 @@ def report(r: FragilityResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def one_block(r: FragilityResult, share: float = 0.9) -> str | None:
+    """The block that carries more than ``share`` of the noise on every split photo: an int8-hostile
+    layer there, not the photos, is then what the verdicts measure."""
+    tops = {f.blocks[0][0] for f in r.photos if f.blocks and f.blocks[0][1] > share}
+    split = [f for f in r.photos if f.blocks]
+    return tops.pop() if split and len(tops) == 1 and all(f.blocks[0][1] > share for f in split) else None
+
+
+def _one_block_line(r: FragilityResult) -> str:
+    b = one_block(r)
+    return "" if b is None else (f"Over 90 % of the worst photos' noise enters in {b}: look there for an int8-hostile layer "
+                                 "(`mexport sensitivity` ranks them) and give a recipe that keeps it float (--recipe).")
+
+
 def summary(r: FragilityResult, out: Path) -> str:
     c = r.counts()
     head = f"{c['fragile']} fragile, {c['at risk']} at risk, {c['robust']} robust of {len(r.photos)} photos ({Path(out) / 'report.md'})"
     worst = [f for f in r.photos if f.verdict(r.photo_db) != "robust"][:5]
-    return "\n".join([head] + [f"  {f.verdict(r.photo_db)}: {f.photo}: noise {f.low:.1f}-{f.high:.1f} dB (median {f.median:.1f}); "
+    hint = _one_block_line(r)
+    return "\n".join([head] + ([hint] if hint else []) + [f"  {f.verdict(r.photo_db)}: {f.photo}: noise {f.low:.1f}-{f.high:.1f} dB (median {f.median:.1f}); "
                                f"JPEG q95 alone {f.jpeg_db:.1f} dB; {_blocks(f)}" for f in worst])
