@@ -84,6 +84,8 @@ class Fragility:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Alpha PSNR (peak 1) as :func:`mexport.validate.metrics.alpha_psnr`, but capped at 120 dB where
+    that one gives inf (identical mattes: a dark photo's zero alpha), so fragility.json stays JSON."""
     mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
