@@ -35,6 +35,8 @@ import copy
 
 import numpy as np
 
+from .calibration import observe
+
 PREFIX = "pipe."  # role graphs hold the pipeline under this attribute (mexport.models.pipeline)
 
 
@@ -57,7 +59,6 @@ def bias_shifts(pipeline, feeds: list[dict[str, np.ndarray]], per_channel: bool 
     graph = pipeline.graph("fused")
     sums: dict[str, torch.Tensor] = {}
     calls: dict[str, int] = {}  # a module called twice per forward is averaged over its calls
-    hooks = []
 
     def record(name: str, linear: bool):
         def hook(m, args):
@@ -67,16 +68,8 @@ def bias_shifts(pipeline, feeds: list[dict[str, np.ndarray]], per_channel: bool 
             calls[name] = calls.get(name, 0) + 1
         return hook
 
-    for name, m in graph.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            hooks.append(m.register_forward_pre_hook(record(name, isinstance(m, nn.Linear))))
-    try:
-        with torch.inference_mode():
-            for f in feeds:
-                graph(*(torch.as_tensor(v) for v in f.values()))
-    finally:
-        for h in hooks:
-            h.remove()
+    observe(graph, feeds, {m: record(name, isinstance(m, nn.Linear)) for name, m in graph.named_modules()
+                           if isinstance(m, (nn.Conv2d, nn.Linear))})
     mods = dict(graph.named_modules())
     out = {}
     with torch.inference_mode():

@@ -88,3 +88,20 @@ def role_inputs(pipeline, role: str, photos, max_photos: int | None = None, extr
                 vals = [x, *extra]
         out.append({n: v.numpy().astype(np.float32) for n, v in zip(names, vals)})
     return out
+
+
+def observe(graph, feeds: list[dict[str, np.ndarray]], pre_hooks: dict) -> None:
+    """Run ``graph`` over ``feeds`` (one dict of inputs per photo) in inference mode with each
+    module's forward pre-hook of ``pre_hooks`` ({module: hook(module, args)}) installed, and remove
+    them after, whatever happens: how the calibration-time statistics (bias shifts, input ranges)
+    are gathered."""
+    import torch
+
+    handles = [m.register_forward_pre_hook(h) for m, h in pre_hooks.items()]
+    try:
+        with torch.inference_mode():
+            for f in feeds:
+                graph(*(torch.as_tensor(v) for v in f.values()))
+    finally:
+        for h in handles:
+            h.remove()

@@ -106,7 +106,7 @@ def quantized_layers(graph, recipe=None) -> dict[str, object]:
 
 def input_ranges(graph, layers: dict[str, object], feeds: list[dict[str, np.ndarray]]) -> dict[str, tuple[float, float]]:
     """MinMax of each layer's input over the calibration ``feeds``, zero included (uint8 asymmetric)."""
-    import torch
+    from .calibration import observe
 
     seen: dict[str, tuple[float, float]] = {}
 
@@ -116,14 +116,7 @@ def input_ranges(graph, layers: dict[str, object], feeds: list[dict[str, np.ndar
             seen[path] = (min(lo, float(args[0].min())), max(hi, float(args[0].max())))
         return hook
 
-    hooks = [m.register_forward_pre_hook(record(p)) for p, m in layers.items()]
-    try:
-        with torch.inference_mode():
-            for f in feeds:
-                graph(*(torch.as_tensor(v) for v in f.values()))
-    finally:
-        for h in hooks:
-            h.remove()
+    observe(graph, feeds, {m: record(p) for p, m in layers.items()})
     return seen
 
 

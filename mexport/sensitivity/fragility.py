@@ -50,13 +50,12 @@ def fragility(out_dir: str | Path, model: str | None = None, calib: Path | None 
     """Photos are chosen as `mexport sensitivity` chooses them (``--eval`` folders, calibrated on
     ``calib`` or on ``calib_share`` of each folder); every photo not calibrated on is measured."""
     from ..io import check_target, install, output_lock, staging
-    from ..models import DEFAULT_MODEL, MattingPipeline, load_model
     from ..models.recenter import plain_form
     from ..quantize.calibration import role_inputs
     from ..quantize.fragility import photo_fragility
     from ..quantize.recipe import load_recipe
     from ..quantize.recipes import model_default_recipe
-    from .run import choose_photos
+    from .run import choose_photos, photo_pipeline
 
     if not 1 <= draws <= 64:
         raise InputError("--draws must be in 1..64")
@@ -66,10 +65,7 @@ def fragility(out_dir: str | Path, model: str | None = None, calib: Path | None 
         raise InputError("--split must be >= 0")
     out_dir = Path(out_dir)
     check_target(out_dir, directory=True)
-    pipeline = MattingPipeline(load_model(model or DEFAULT_MODEL))
-    if pipeline.spec.extra_inputs:
-        raise InputError("mexport fragility needs photos alone as input; this model takes " +
-                         ", ".join(e.name for e in pipeline.spec.extra_inputs))
+    pipeline = photo_pipeline(model, "fragility")
     if recipe is not None:
         the_recipe = load_recipe(recipe)
         the_recipe.require_known_layers(pipeline)

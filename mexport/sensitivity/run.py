@@ -79,6 +79,18 @@ def split_calibration(photos: list[tuple[str, np.ndarray]], share: float, holdou
     return calib, tune, held
 
 
+def photo_pipeline(model: str | None, command: str):
+    """The float pipeline of ``model`` (the default model without one), refused when it takes more
+    than photos: `mexport sensitivity` and `mexport fragility` read photo folders only."""
+    from ..models import DEFAULT_MODEL, MattingPipeline, load_model
+
+    pipeline = MattingPipeline(load_model(model or DEFAULT_MODEL))
+    if pipeline.spec.extra_inputs:
+        raise InputError(f"mexport {command} needs photos alone as input; this model takes " +
+                         ", ".join(e.name for e in pipeline.spec.extra_inputs))
+    return pipeline
+
+
 def choose_photos(evals: tuple[Path, ...], calib: Path | None, calib_share: float, fold: int,
                   holdout: float) -> tuple[Any, list, list]:
     """(calibration set, tuning photos, held-out photos) as `mexport sensitivity` and `mexport
@@ -123,7 +135,6 @@ def sensitivity(target: str, out_dir: str | Path, model: str | None = None, cali
     photos (mexport.sensitivity.search); ``()`` none; names from ``Recipe.repairs``: always."""
     import torch
 
-    from ..models import DEFAULT_MODEL, MattingPipeline, load_model
     from ..console import ConverterOutput
     from ..export import make_provenance
     from ..io import check_target, install, output_lock, staging
@@ -152,10 +163,7 @@ def sensitivity(target: str, out_dir: str | Path, model: str | None = None, cali
         raise InputError("--budget-min must be > 0")
     out_dir = Path(out_dir)
     check_target(out_dir, directory=True)
-    pipeline = MattingPipeline(load_model(model or DEFAULT_MODEL))
-    if pipeline.spec.extra_inputs:
-        raise InputError("mexport sensitivity needs photos alone as input; this model takes " +
-                         ", ".join(e.name for e in pipeline.spec.extra_inputs))
+    pipeline = photo_pipeline(model, "sensitivity")
     calib_set, tune, held = choose_photos(evals, calib, calib_share, fold, holdout)
     if len(tune) < MIN_TUNE_PHOTOS:
         raise InputError(f"{len(tune)} tuning photos; give at least {MIN_TUNE_PHOTOS} (--eval DIR, --holdout)")
