@@ -187,7 +187,7 @@ def export(target_name: str, pipeline, out_dir: str | Path, options: ExportOptio
     source = pipeline if options.precision in FLOAT_PRECISIONS else plain_form(pipeline)
     recipe, calibration = target.prepare_quantization(source, options)
     if recipe is not None and recipe.repairs:
-        source = repaired(source, recipe, calibration)
+        source = repaired(source, recipe, calibration, target.weight_grid(recipe.calibration))
     threshold = options.min_psnr if options.min_psnr is not None else default_threshold(options.precision)
     # validate's per-photo default too, so the check and `mexport validate` on the same photos
     # cannot disagree; a lower --min-psnr lowers it with the median's.
@@ -290,7 +290,7 @@ def _failure_message(checks, threshold, photo_threshold, target, precision) -> s
 SUSPECT_SQNR_DB = 35.0
 
 
-def repaired(source, recipe, calibration):
+def repaired(source, recipe, calibration, grid: str = "int8"):
     """``source`` with the recipe's repairs applied (mexport.quantize.bias_correction), computed on
     the export's calibration photos: the same recipe and photos give the same weights."""
     from .quantize.bias_correction import bias_corrected
@@ -299,7 +299,7 @@ def repaired(source, recipe, calibration):
     if calibration is None:
         raise InputError(f"recipe {recipe.name!r}: repairs ({', '.join(recipe.repairs)}) need calibration photos")
     feeds = role_inputs(source, "fused", calibration.photos, recipe.calibration.max_photos, calibration.extras(source.spec))
-    return bias_corrected(source, recipe, feeds)
+    return bias_corrected(source, recipe, feeds, grid)
 
 
 def _sensitivity_hint(source, target: Runtime, options: ExportOptions, calibration) -> str:

@@ -106,8 +106,8 @@ class Runtime(ABC):
     recipe_optional_precisions: tuple[str, ...] = ()  # take a --recipe when one is given, else none is applied
     calibrated_precisions: tuple[str, ...] = ("int8",)
     applies_splits: bool = False
-    # Whether the converter applies a recipe's ``repairs``: its int8 weights are per-output-channel
-    # symmetric on [-127, 127] (per tensor without per_channel), the grid the repairs compute on.
+    # Whether the converter applies a recipe's ``repairs``: its 8-bit weights are per output channel
+    # (per tensor without per_channel) on the grid ``weight_grid`` names, which the repairs compute on.
     applies_repairs: bool = False
 
     # Reports: what runs an artifact here, the precisions in `mexport bench --matrix`, whether it
@@ -138,6 +138,12 @@ class Runtime(ABC):
         if not self.applies_repairs:
             appliers = [RUNTIMES.get(n).title for n in RUNTIMES.in_order() if RUNTIMES.get(n).applies_repairs]
             recipe.require_no_repairs(self.title or self.name, appliers)
+
+    def weight_grid(self, calibration) -> str:
+        """The grid this runtime rounds a recipe's 8-bit weights to, for the recipe's calibration
+        settings (mexport.quantize.bias_correction.int8_weight): "int8", symmetric on [-127, 127],
+        unless the runtime says otherwise."""
+        return "int8"
 
     def prepare_quantization(self, pipeline, options: ExportOptions):
         """(recipe, calibration photos) for a quantized precision, else (None, None); read and

@@ -142,7 +142,7 @@ def test_trials_patch_the_float_graph_as_torch_corrects_the_model(toy, target, t
         data, _, _, (_, ops) = trials._load()
         path.write_bytes(finalize(with_bias_shifts(data, shifts, ops),
                                   dataclasses.replace(prov, precision="fp32", recipe=None, calib_sha256=None, calib_method=None)))
-    fixed = bias_corrected(pipeline, recipe, feeds)
+    fixed = bias_corrected(pipeline, recipe, feeds, rt.weight_grid(recipe.calibration))  # the grid the export rounds to
     x = feeds[0]["image"]
     with torch.inference_mode():
         want = fixed(torch.from_numpy(x)).numpy()

@@ -38,15 +38,26 @@ def run_readme_example(artifact, alphamatting, report):
     return r, json.loads((report / "validate.json").read_text())
 
 
+# What the README says the example finds on fresh default exports: nothing on LiteRT; on ONNX, GT04
+# in the coarse+refine pair (coarse.onnx alone 20 dB there, while fused.onnx has it at 30 dB), a
+# photo `mexport fragility` finds at risk: int8-sized noise moves it by 10-20 dB.
+README_CI_FAILS = {
+    "tflite": {},
+    "onnx": {("int8/coarse+refine", "min-photo-alpha-psnr"): ["GT04"], ("int8/coarse+refine", "max-photo-sad-increase"): ["GT04"]},
+}
+
+
 @pytest.mark.parametrize("target", ["onnx", "tflite"])
-def test_readme_ci_example_passes_on_fresh_default_exports(reference_int8_exports, alphamatting, tmp_path, target):
+def test_readme_ci_example_on_fresh_default_exports(reference_int8_exports, alphamatting, tmp_path, target):
     """Exports made now by `mexport <target> --int8`, in a directory of another name than the one the
-    baseline was made from: matched by identity, on all 18 photos, every gate passes."""
+    baseline was made from: matched by identity, on all 18 photos; every gate passes but the ones
+    the README names (README_CI_FAILS), and the baseline's gate passes on every artifact."""
     d = tmp_path / "build" / "int8"
     shutil.copytree(reference_int8_exports[target], d)
     r, report = run_readme_example(d, alphamatting, tmp_path / "rep")
-    failed = [(a["label"], g["gate"], g["value"], g["photos"]) for a in report["artifacts"] for g in a["gates"] if not g["passed"]]
-    assert r.exit_code == 0 and not failed, failed
+    failed = {(a["label"], g["gate"]): g["photos"] for a in report["artifacts"] for g in a["gates"] if not g["passed"]}
+    assert failed == README_CI_FAILS[target], failed
+    assert r.exit_code == (1 if failed else 0), r.output
     assert {a["kind"] for a in report["artifacts"]} == {"fused", "pair"}
     for a in report["artifacts"]:
         gates = {g["gate"] for g in a["gates"]}
@@ -55,8 +66,9 @@ def test_readme_ci_example_passes_on_fresh_default_exports(reference_int8_export
 
 
 def perturb_int8_weights(src, dst, levels=4, share=0.5, seed=0):
-    """A deliberately perturbed int8 model: half of every conv's int8 weights moved by up to four
-    quantization levels (seeded), provenance untouched, so it claims to be the baselined artifact."""
+    """A deliberately perturbed int8 model: half of every conv's 8-bit weights (uint8 in mexport's ONNX
+    int8) moved by up to four quantization levels (seeded), provenance untouched, so it claims to be
+    the baselined artifact."""
     import onnx
     from onnx import numpy_helper
 
@@ -64,9 +76,10 @@ def perturb_int8_weights(src, dst, levels=4, share=0.5, seed=0):
     rng = np.random.default_rng(seed)
     for init in m.graph.initializer:
         w = numpy_helper.to_array(init)
-        if w.dtype == np.int8 and w.ndim == 4 and w.size > 64:
+        if w.dtype in (np.int8, np.uint8) and w.ndim == 4 and w.size > 64:
             step = rng.integers(-levels, levels + 1, w.shape) * (rng.random(w.shape) < share)
-            init.CopyFrom(numpy_helper.from_array(np.clip(w.astype(np.int16) + step, -127, 127).astype(np.int8), init.name))
+            lo, hi = (-127, 127) if w.dtype == np.int8 else (0, 255)
+            init.CopyFrom(numpy_helper.from_array(np.clip(w.astype(np.int16) + step, lo, hi).astype(w.dtype), init.name))
     onnx.save(m, dst)
 
 

@@ -14,8 +14,9 @@ pass instead of derived from batch-norm statistics (the reference model has none
 hand: the quantizers mexport drives (onnxruntime, ai-edge-quantizer) do not offer it, and AIMET
 does not install on this Python.
 
-The grid it corrects for is what ``Runtime.applies_repairs`` promises: per output channel (per
-tensor without ``per_channel``), symmetric, scale = max|W| / 127. Only the layers a recipe keeps
+The grid it corrects for is the runtime's ``Runtime.weight_grid`` (:func:`int8_weight`), per
+output channel (per tensor without ``per_channel``): symmetric int8 for LiteRT, uint8 around zero
+point 128 for onnxruntime. Only the layers a recipe keeps
 int8 are corrected: a float layer has no rounding to correct. Layers covered: Conv2d (any groups)
 and Linear; a ConvTranspose2d is left as it is (its output channels are not its weight's first axis).
 
@@ -40,18 +41,33 @@ from .calibration import observe
 PREFIX = "pipe."  # role graphs hold the pipeline under this attribute (mexport.models.pipeline)
 
 
-def int8_weight(w, per_channel: bool = True):
-    """``w`` rounded to the symmetric int8 grid (scale max|w| / 127 per output channel), in float."""
+WEIGHT_GRIDS = ("int8", "uint8")
+
+
+def int8_weight(w, per_channel: bool = True, grid: str = "int8"):
+    """``w`` rounded to a runtime's 8-bit weight grid (per output channel, or per tensor), in float:
+    ``int8`` symmetric on [-127, 127], scale max|w| / 127 (ai-edge-quantizer; onnxruntime's QInt8);
+    ``uint8`` on [0, 255] with zero point 128, scale 2 max|w| / 255 (onnxruntime's QUInt8 weights,
+    what mexport's ONNX int8 uses: symmetric, since its per-channel QLinearConv needs one zero
+    point for all channels), so a channel's largest positive weight is clipped to 127 steps."""
     import torch
 
+    if grid not in WEIGHT_GRIDS:
+        raise ValueError(f"unknown weight grid {grid!r}; valid: {', '.join(WEIGHT_GRIDS)}")
     flat = w.reshape(w.shape[0], -1) if per_channel else w.reshape(1, -1)
-    scale = (flat.abs().amax(1).clamp_min(1e-12) / 127.0).view((-1,) + (1,) * (w.dim() - 1) if per_channel else ())
-    return torch.round(w / scale).clamp(-127, 127) * scale
+    shape = (-1,) + (1,) * (w.dim() - 1) if per_channel else ()
+    absmax = flat.abs().amax(1).clamp_min(1e-12).view(shape)
+    if grid == "int8":
+        scale = absmax / 127.0
+        return torch.round(w / scale).clamp(-127, 127) * scale
+    scale = 2.0 * absmax / 255.0
+    return torch.round(w / scale).clamp(-128, 127) * scale
 
 
-def bias_shifts(pipeline, feeds: list[dict[str, np.ndarray]], per_channel: bool = True) -> dict[str, np.ndarray]:
-    """Per layer (module path in ``pipeline``), the mean output move E[dW * x] that int8 weight
-    rounding causes, measured on ``feeds`` (the fused graph's inputs, one dict per photo)."""
+def bias_shifts(pipeline, feeds: list[dict[str, np.ndarray]], per_channel: bool = True, grid: str = "int8") -> dict[str, np.ndarray]:
+    """Per layer (module path in ``pipeline``), the mean output move E[dW * x] that rounding the
+    weights to ``grid`` (:func:`int8_weight`) causes, measured on ``feeds`` (the fused graph's
+    inputs, one dict per photo)."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -77,7 +93,7 @@ def bias_shifts(pipeline, feeds: list[dict[str, np.ndarray]], per_channel: bool 
             m = mods[name]
             ex = s / calls[name]
             w = m.weight.detach().double()
-            dw = int8_weight(w, per_channel) - w
+            dw = int8_weight(w, per_channel, grid) - w
             if isinstance(m, nn.Linear):
                 shift = dw @ ex
             else:  # E[x] as a constant map under the kernel: the conv of it is sum(dW * E[x]) per output channel
@@ -93,7 +109,7 @@ def corrected_shifts(shifts: dict[str, np.ndarray], recipe) -> dict[str, np.ndar
     return {p: s for p, s in shifts.items() if recipe.precision_of(p) == "int8"}
 
 
-def bias_corrected(pipeline, recipe, feeds: list[dict[str, np.ndarray]]):
+def bias_corrected(pipeline, recipe, feeds: list[dict[str, np.ndarray]], grid: str = "int8"):
     """A copy of ``pipeline`` with the bias of every layer ``recipe`` keeps int8 corrected (a layer
     without a bias gets one); ``pipeline`` itself when the recipe asks for no bias correction."""
     import torch
@@ -101,7 +117,7 @@ def bias_corrected(pipeline, recipe, feeds: list[dict[str, np.ndarray]]):
 
     if "bias_correction" not in recipe.repairs:
         return pipeline
-    shifts = corrected_shifts(bias_shifts(pipeline, feeds, recipe.calibration.per_channel), recipe)
+    shifts = corrected_shifts(bias_shifts(pipeline, feeds, recipe.calibration.per_channel, grid), recipe)
     out = copy.deepcopy(pipeline)
     with torch.no_grad():
         for path, shift in shifts.items():
@@ -112,11 +128,11 @@ def bias_corrected(pipeline, recipe, feeds: list[dict[str, np.ndarray]]):
     return out
 
 
-def write_shifts(pipeline, feeds: list[dict[str, np.ndarray]], path, calibration):
+def write_shifts(pipeline, feeds: list[dict[str, np.ndarray]], path, calibration, grid: str = "int8"):
     """The shifts measured on the calibration inputs, written to ``path`` (npz) and returned: what
     `mexport sensitivity`'s trials read for the recipes that ask for the repair (a float pass over
     the calibration photos, seconds, once per search)."""
-    np.savez(path, **bias_shifts(pipeline, feeds[:calibration.max_photos], calibration.per_channel))
+    np.savez(path, **bias_shifts(pipeline, feeds[:calibration.max_photos], calibration.per_channel, grid))
     return path
 
 

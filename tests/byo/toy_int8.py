@@ -8,6 +8,10 @@ weights rounds the other channels' to a level or two.
 ``spread``: eight residual convs whose weights each carry one large outlier per output channel,
 so every layer loses a little in int8 and no single one is to blame.
 
+``saturating``: one conv, ``coarse.wide``, whose weights are all large and of one sign, read on
+inputs near the top of their calibrated range: every pair of uint8 x int8 products exceeds 16 bits,
+what onnxruntime's x86 U8S8 kernel saturates on CPUs without AVX-VNNI.
+
 ``biased_rounding``: one conv, ``coarse.biased``, whose weights all sit 0.45 of an int8 step above
 a grid point, so int8 rounds every one of them the same way: its output moves by the same amount
 on every pixel (a mean shift, what bias correction removes), where the noise around it is small.
@@ -81,6 +85,27 @@ class BiasedRounding(nn.Module):
         return torch.sigmoid(4 * self.head(y))
 
 
+class Saturating(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 1), nn.ReLU())
+        self.wide = nn.Conv2d(16, 4, 3, padding=1)
+        self.head = nn.Conv2d(4, 1, 1)
+        with torch.no_grad():
+            # every stem channel: the photo's brightness, on [0, ~1]; its calibrated top is the int8 top
+            self.stem[0].weight.fill_(0.25 / 3)
+            self.stem[0].bias.fill_(0.5)
+            # weights 0.6..1 of each channel's largest: any two neighbours' products, at the input's
+            # top (uint8 255) and int8 76..127, sum to 38,760..64,770, past int16's 32,767
+            self.wide.weight.uniform_(0.6, 1.0)
+            self.wide.bias.fill_(-0.5 * 144 * 0.8)
+            self.head.weight.fill_(0.25 / 144)
+            self.head.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(8 * self.head(self.wide(self.stem(x))))
+
+
 def _model(net: nn.Module, name: str) -> MattingModel:
     spec = PipelineSpec(coarse_size=(32, 32), refine_size=(64, 64))
     return MattingModel(coarse=net, refine=None, spec=spec, name=name)
@@ -94,6 +119,11 @@ def one_culprit() -> MattingModel:
 def spread() -> MattingModel:
     torch.manual_seed(8)
     return _model(Spread(), "toy-spread")
+
+
+def saturating() -> MattingModel:
+    torch.manual_seed(10)
+    return _model(Saturating(), "toy-saturating")
 
 
 def biased_rounding() -> MattingModel:

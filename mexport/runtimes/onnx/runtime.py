@@ -27,7 +27,12 @@ class OnnxRuntime(Runtime):
     benchmark_precisions = ("fp32", "int8")
     distributions = ("onnxruntime", "onnx", "onnxsim")
     runner_options: tuple[RunnerOption, ...] = ()
-    applies_repairs = True  # onnxruntime's int8 weights: per channel, symmetric on [-127, 127]
+    applies_repairs = True
+
+    def weight_grid(self, calibration) -> str:
+        from .quantize import weight_grid
+
+        return weight_grid(calibration)  # uint8 unless the activations are symmetric: quantize.py says why
 
     def prepare_quantization(self, pipeline, options):
         if options.precision == "dynamic-int8":  # no calibration; the recipe's float layers stay float

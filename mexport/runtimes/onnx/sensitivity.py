@@ -46,6 +46,7 @@ class OnnxTrials:
         from ...quantize.bias_correction import write_shifts
         from ...quantize.recipe import REPAIRS
         from .convert import ensure_opset, simplify, torch_to_onnx
+        from .quantize import weight_grid
 
         workdir.mkdir(parents=True, exist_ok=True)
         model = torch_to_onnx(pipeline.graph("fused"), pipeline.example_inputs("fused"), pipeline.input_names("fused"),
@@ -56,7 +57,7 @@ class OnnxTrials:
         onnx.save(model, workdir / "float.onnx")
         feeds_file = workdir / "calibration.npz"
         np.savez(feeds_file, **{f"{i}:{k}": v for i, feed in enumerate(feeds) for k, v in feed.items()})
-        out = cls(workdir, provenance, feeds_file, calibration, write_shifts(pipeline, feeds, workdir / "bias_shifts.npz", calibration))
+        out = cls(workdir, provenance, feeds_file, calibration, write_shifts(pipeline, feeds, workdir / "bias_shifts.npz", calibration, weight_grid(calibration)))
         out._cache()  # calibrate here, once, before workers start (and with the repairs)
         out._calibrated(Recipe(name="calibrate", calibration=calibration, repairs=REPAIRS))
         return out
