@@ -145,3 +145,18 @@ def test_latency_gate_without_a_baseline_artifact_says_what_it_compares():
     g = gate({"p50_ms": 11.0, "reference": {"error": "no --latency-baseline artifact of the same target and kind"}}, None)
     assert not g.passed and "same target and kind" in g.detail
     assert not gate(None, None).passed
+
+
+def test_machine_info_names_the_int8_dot_product_instructions(tmp_path):
+    """What the ONNX int8 latency in a report stands for: with VNNI, onnxruntime's uint8 x int8 kernel
+    is exact and fastest; without, mexport's uint8 weights are what keep it exact (and slower)."""
+    from mexport.bench.matrix import machine_info
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: fpu avx2 avx512f avx512_vnni\n\n"
+                    "processor\t: 1\nmodel name\t: Some Xeon\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    m = machine_info(info)
+    assert (m["cpu"], m["int8_dot"]) == ("Some Xeon", "avx512_vnni")
+    info.write_text("model name\t: AMD EPYC\nflags\t\t: fpu avx avx2 fma\n")
+    assert machine_info(info)["int8_dot"] == "none"
+    assert machine_info(tmp_path / "missing")["int8_dot"] == "unknown"

@@ -110,16 +110,26 @@ def load_photos(data: Path | None, names: tuple[str, ...]):
     return out
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or ""
+# CPU flags of int8 dot-product instructions: whether onnxruntime's x86 U8S8 kernels can saturate,
+# and what int8 latency a report's numbers stand for (mexport.runtimes.onnx.quantize)
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "avx_vnni_int8", "asimddp")
+
+
+def machine_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    model, flags = "", set()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        for line in cpuinfo.read_text().splitlines():  # the first core's entries
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = set(value.split())
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "system": platform.platform()}
+    cpu = model or platform.processor() or ""
+    dot = [f for f in INT8_DOT_FLAGS if f in flags]
+    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "system": platform.platform(),
+            "int8_dot": ", ".join(dot) if dot else ("none" if flags else "unknown")}
 
 
 def _export(target: str, precision: str, pipeline, out: Path) -> tuple[Path, float]:

@@ -14,7 +14,8 @@ Recipe layer precisions map onto onnxruntime options:
   first made on it passed. A model must not depend on the CPU that runs it: U8U8 sums in 32 bits
   on every CPU. Measured on that AVX2 machine (reference model, default recipe): 35.7 dB median
   on the export check against 31.5 with int8 weights, 721 ms against 541 ms (1 thread): U8U8 is
-  the slower kernel on x86. ``reduce_range`` (7-bit int8 weights), ORT's other remedy, kept the
+  the slower kernel on x86, and on a CPU without int8 dot-product instructions int8 is then no
+  faster than fp32 (reports/onnx.md; it was 1.49x fp32 with int8 weights on AVX-512 VNNI). ``reduce_range`` (7-bit int8 weights), ORT's other remedy, kept the
   speed (480 ms) but lost a bit everywhere: 31.1 dB, below the check.
   A recipe with ``symmetric_activations`` keeps int8 weights: onnxruntime has no int8 x uint8 format.
 - "float": a Conv's weights and outputs in 16 bits (weights per-channel); every other op excluded
