@@ -5,17 +5,18 @@ Recipe layer precisions map onto onnxruntime options:
 - "int8" (default): per-channel uint8 weights (zero point 128), uint8 activations.
   uint8 activations, not ORT 1.32's default int8: with int8 activations the x86 CPU kernels fuse
   only 47 of U^2-Net-p's 119 convs into QLinearConv and the model runs at 0.8x fp32; with uint8 all
-  119 fuse (2.4-2.7x).
+  119 fuse (2.4-2.7x fp32, with int8 weights on an AVX-512 VNNI CPU).
   uint8 weights, not int8: onnxruntime's x86 kernel for uint8 x int8 (U8S8) sums pairs of products
   in 16 bits (VPMADDUBSW), which saturates on CPUs without AVX-VNNI (its quantizer's docs say so
   under ``reduce_range``). The same int8-weight model measured 38.4 dB alpha PSNR vs float on
   astronaut with the QDQ arithmetic run as written (graph optimizations off) and 21.8 dB with the
-  fused kernels, on an AMD EPYC (Zen 3, AVX2, no VNNI); on the AVX-512 VNNI machine the reports were
-  first made on it passed. A model must not depend on the CPU that runs it: U8U8 sums in 32 bits
-  on every CPU. Measured on that AVX2 machine (reference model, default recipe): 35.7 dB median
-  on the export check against 31.5 with int8 weights, 721 ms against 541 ms (1 thread): U8U8 is
-  the slower kernel on x86, and on a CPU without int8 dot-product instructions int8 is then no
-  faster than fp32 (reports/onnx.md; it was 1.49x fp32 with int8 weights on AVX-512 VNNI). ``reduce_range`` (7-bit int8 weights), ORT's other remedy, kept the
+  fused kernels, on an AMD EPYC (Zen 3, AVX2, no VNNI); on the AVX-512 VNNI machine the earlier
+  reports were made on, the same kind of model passed. A model must not depend on the CPU that
+  runs it: U8U8 sums in 32 bits on every CPU. Measured on that AVX2 machine (reference model,
+  default recipe): 35.7 dB median on the export check against 31.5 with int8 weights, 721 ms
+  against 541 ms (1 thread). U8U8 is the slower kernel on x86; on a CPU without int8 dot-product
+  instructions int8 is then no faster than fp32 (reports/onnx.md; it was 1.49x fp32 with int8
+  weights on AVX-512 VNNI). ``reduce_range`` (7-bit int8 weights), ORT's other remedy, kept the
   speed (480 ms) but lost a bit everywhere: 31.1 dB, below the check.
   A recipe with ``symmetric_activations`` keeps int8 weights: onnxruntime has no int8 x uint8 format.
 - "float": a Conv's weights and outputs in 16 bits (weights per-channel); every other op excluded
