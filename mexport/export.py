@@ -290,9 +290,10 @@ def _failure_message(checks, threshold, photo_threshold, target, precision) -> s
 SUSPECT_SQNR_DB = 35.0
 
 
-def repaired(source, recipe, calibration, grid: str = "int8"):
+def repaired(source, recipe, calibration, grid: str):
     """``source`` with the recipe's repairs applied (mexport.quantize.bias_correction), computed on
-    the export's calibration photos: the same recipe and photos give the same weights."""
+    the export's calibration photos and on ``grid``, the target's weight grid (no default: a
+    correction for another grid than the export rounds to moves the bias the wrong way)."""
     from .quantize.bias_correction import bias_corrected
     from .quantize.calibration import role_inputs
 

@@ -40,7 +40,7 @@ class TfliteTrials:
         module, _, _ = export_module(pipeline, "fused", options)
         data = litert_convert(module, "fused", sample_inputs(pipeline, "fused", options))
         (workdir / "float.tflite").write_bytes(data)
-        shifts_file = write_shifts(pipeline, feeds, workdir / "bias_shifts.npz", calibration)
+        shifts_file = write_shifts(pipeline, feeds, workdir / "bias_shifts.npz", calibration, "int8")  # ai-edge-quantizer's grid
         shifts = load_shifts(shifts_file)
         bias_ops = q.bias_ops(data, pipeline, list(shifts))  # where a repaired recipe writes, found once
         entries = [q.static_entry(per_channel=calibration.per_channel), q.float_entry(".*", "INPUT"), q.float_entry(".*", "OUTPUT")]
