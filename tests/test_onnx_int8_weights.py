@@ -88,10 +88,42 @@ def test_the_uint8_grid():
     w = torch.tensor([[-1.0, -0.5, 0.0, 0.5, 1.0], [0.51, 0.0, 0.0, 0.0, -0.51]], dtype=torch.float64)
     got = int8_weight(w, grid="uint8")
     step = 2.0 / 255  # 2 max|w| / 255 per channel; q - 128 on [-128, 127]
-    # -1.0 is 127.5 steps down: rounds to -128 (half to even); 1.0 is clipped to 127 steps
-    assert torch.allclose(got[0], torch.tensor([-128, -64, 0, 64, 127], dtype=torch.float64) * step, atol=1e-12)
-    assert torch.allclose(got[1], torch.tensor([127, 0, 0, 0, -128], dtype=torch.float64) * (1.02 / 255), atol=1e-12)
+    # -1.0 and 1.0 are 127.5 steps from zero, a tie: with the scale in float32 (as onnxruntime
+    # stores it, 0.00784314) -1.0 is 127.49999 steps down and rounds to -127 (onnxruntime: code 1),
+    # 1.0 rounds up and is clipped to 127 steps. -0.51 is a tie that float32 leaves at -128.
+    assert torch.allclose(got[0], torch.tensor([-127, -64, 0, 64, 127], dtype=torch.float64) * step, atol=1e-7)
+    assert torch.allclose(got[1], torch.tensor([127, 0, 0, 0, -128], dtype=torch.float64) * (1.02 / 255), atol=1e-7)
     # the int8 grid (max|w| / 127 steps) holds 1.0 and 0.5 only to within its own rounding
     assert torch.allclose(int8_weight(w)[0], torch.tensor([-127, -64, 0, 64, 127], dtype=torch.float64) / 127, atol=1e-12)
     with pytest.raises(ValueError, match="unknown weight grid 'int4'; valid: int8, uint8"):
         int8_weight(w, grid="int4")
+
+
+def test_the_uint8_grid_rounds_every_weight_as_onnxruntime_does(reference_pipeline):
+    """Code for code, on every conv of the reference model (the plain form an int8 export
+    converts), against onnxruntime's own weight quantization (``quant_utils.quantize_data``, per
+    output channel, symmetric uint8). Each channel's largest weight sits exactly half a step
+    between two codes on this grid; computed in float64 instead of onnxruntime's float32, 12 of
+    ``coarse.stage2d.dec.4.0``'s 64 rounded the other way, one step on an input of ~228, and bias
+    correction moved those biases by ~10 in the wrong direction."""
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import quantize_data
+
+    from mexport.models.recenter import plain_form
+    from mexport.quantize.bias_correction import int8_weight
+
+    convs = {n: m for n, m in plain_form(reference_pipeline).named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert len(convs) > 100
+    differ, total = {}, 0
+    for name, conv in convs.items():
+        w = conv.weight.detach()
+        ours = int8_weight(w.double(), grid="uint8").numpy()
+        for c in range(w.shape[0]):
+            zero, scale, q = quantize_data(w[c].numpy().astype(np.float32).ravel(), TensorProto.UINT8, True)
+            assert int(zero) == 128
+            codes = np.round(ours[c].ravel() / float(scale))
+            n = int(np.count_nonzero(codes != q.astype(np.int64) - 128))
+            total += q.size
+            if n:
+                differ[f"{name}[{c}]"] = n
+    assert not differ and total > 1_000_000, (differ, total)
