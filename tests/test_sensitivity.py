@@ -55,6 +55,7 @@ def test_one_ill_conditioned_layer_is_named_first_and_fixed(tmp_path, eval_photo
     assert recipe["layers"] == {"coarse.bad": "float"} and recipe["default"] == "int8"
     report = (out / "report.md").read_text()
     assert "| `coarse.bad` |" in report and "input channel(s) [0]" in report
+    assert "over its budget" not in report and not [n for n in d["notes"] if "budget of" in n]  # 4 min: a toy needs less
     assert (out / "candidates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the recipe it wrote re-exports as is, and the export passes the same targets on the held-out photos
     held = tmp_path / "held"
@@ -66,6 +67,18 @@ def test_one_ill_conditioned_layer_is_named_first_and_fixed(tmp_path, eval_photo
     assert e.exit_code == 0, e.output
     fused = json.loads((tmp_path / "x" / "check.json").read_text())["checks"]["fused"]
     assert min(p["psnr"] for n, p in fused["photos"].items() if n.startswith("blob")) >= 30
+
+
+def test_a_search_over_its_budget_says_so(tmp_path, eval_photos):
+    """--budget-min ends the search for new trials; timing the candidates and the held-out photos
+    come after it. A run that takes longer than the budget in all says so, in its notes and in the
+    report's first line (a 1.2 s budget: no search finishes in it)."""
+    r, out, d = search(tmp_path, "one_culprit", eval_photos, "--max-latency", "1", "--budget-min", "0.02")
+    assert r.exit_code in (0, 1) and d is not None, r.output
+    assert d["seconds"] > 1.2
+    (note,) = [n for n in d["notes"] if n.startswith("over its budget")]
+    assert note.startswith("over its budget of 0.02 min: ") and "held-out photos" in note
+    assert "**over its budget**" in (out / "report.md").read_text().splitlines()[2]
 
 
 def test_error_spread_over_many_layers_is_met_by_a_mix(tmp_path, eval_photos):

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .search import FOCUS_PHOTOS, Candidate, SearchResult
+from .search import FOCUS_PHOTOS, OVER_BUDGET, Candidate, SearchResult
 
 TOP_LAYERS = 12
 
@@ -53,7 +53,9 @@ def plot(r: SearchResult, path: Path) -> None:
 
 def markdown(r: SearchResult, command: str) -> str:
     lines = [f"# int8 sensitivity search: {r.target}", "",
-             f"Made by `{command}` in {r.seconds / 60:.1f} min ({r.trials} trials on the runtime).", ""]
+             f"Made by `{command}` in {r.seconds / 60:.1f} min ({r.trials} trials on the runtime)"
+             + ("; **over its budget**: the notes say where the time went" if any(n.startswith(OVER_BUDGET) for n in r.notes) else "")
+             + ".", ""]
     c, n = r.chosen, r.naive
     verdict = ("**PASS**" if r.passed else "**FAIL**") if c and c.holdout else ("no held-out photos: not judged" if c else "**no recipe**")
     if c is not None and c.latency and not r.within_latency:
