@@ -139,7 +139,7 @@ def test_trials_patch_the_float_graph_as_torch_corrects_the_model(toy, target, t
         from mexport.runtimes.tflite.flatbuffer import finalize
         from mexport.runtimes.tflite.quantize import with_bias_shifts
 
-        data, _, _, (_, ops) = trials._load()
+        data, _, _, (_, ops), _ = trials._load()
         path.write_bytes(finalize(with_bias_shifts(data, shifts, ops),
                                   dataclasses.replace(prov, precision="fp32", recipe=None, calib_sha256=None, calib_method=None)))
     fixed = bias_corrected(pipeline, recipe, feeds, rt.weight_grid(recipe.calibration))  # the grid the export rounds to

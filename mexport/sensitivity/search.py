@@ -211,7 +211,8 @@ def search(target: str, trials, pool: TrialPool, units: list[Unit], calibration:
             r = _alone_recipe(alone, units, calibration, key, reps)
         else:
             r = recipe_for(floats, units, calibration, key, repairs=reps)
-        return (key, r.to_dict(), photo_set, keep, only)
+        # the held-out verdict is given on the model the export writes, not on a trial's shortcut
+        return (key, r.to_dict(), photo_set, keep, only, photo_set == "holdout")
 
     def run(jobs, stage, until=None):
         return pool.map(jobs, tick(stage), deadline=until)

@@ -60,9 +60,10 @@ def init_worker(trials, runtime: str, sets: tuple[tuple[str, str], ...], threads
 
 
 def run_trial(setup: tuple, key: str, recipe: dict, photo_set: str, keep: str | None = None,
-              only: tuple[str, ...] | None = None) -> TrialResult:
+              only: tuple[str, ...] | None = None, exact: bool = False) -> TrialResult:
     """Build the fused model by ``recipe`` (a Recipe's dict), run it on ``photo_set`` (its photos
-    named in ``only``, when given), compare.
+    named in ``only``, when given), compare. ``exact``: build it as the export will (the trial
+    builder's own calibration of the recipe's graph), for a verdict; trials otherwise reuse ranges.
     ``setup`` are :func:`init_worker`'s arguments: a worker that has not seen them (any executor's,
     without an initializer) sets itself up on its first trial."""
     from ..quantize.recipe import Recipe
@@ -81,7 +82,7 @@ def run_trial(setup: tuple, key: str, recipe: dict, photo_set: str, keep: str | 
     if only is not None:
         photos = [p for p in photos if p[0] in only]
     path = Path(keep) if keep else trials.workdir / "trials" / f"{os.getpid()}{_suffix(_STATE['runtime'])}"
-    trials.build(Recipe.from_dict(recipe), path)
+    trials.build(Recipe.from_dict(recipe), path, exact=exact)
     try:
         runner = open_runner(_STATE["runtime"], {"fused": path}, threads=_STATE["threads"])
         psnr = {}

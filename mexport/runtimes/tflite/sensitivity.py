@@ -50,10 +50,10 @@ class TfliteTrials:
         ranges = {(): q.calibrate(data, "fused", feeds, entries),
                   ("bias_correction",): q.calibrate(q.with_bias_shifts(data, shifts, bias_ops), "fused", feeds, entries)}
         with open(workdir / "ranges.pkl", "wb") as f:
-            pickle.dump({"ranges": ranges, "bias_ops": bias_ops}, f)
+            pickle.dump({"ranges": ranges, "bias_ops": bias_ops, "feeds": feeds}, f)
         out = cls(workdir, provenance, model_ref, shifts_file)
         _CACHE.clear()
-        _CACHE[str(workdir)] = (data, ranges, pipeline, (shifts, bias_ops))
+        _CACHE[str(workdir)] = (data, ranges, pipeline, (shifts, bias_ops), feeds)
         return out
 
     def _load(self):
@@ -68,7 +68,7 @@ class TfliteTrials:
             pipeline = plain_form(MattingPipeline(load_model(self.model_ref or DEFAULT_MODEL)))  # as mexport.sensitivity.run converts it
             _CACHE.clear()
             _CACHE[key] = ((self.workdir / "float.tflite").read_bytes(), saved["ranges"], pipeline,
-                           (load_shifts(self.shifts_file), saved["bias_ops"]))
+                           (load_shifts(self.shifts_file), saved["bias_ops"]), saved["feeds"])
         return _CACHE[key]
 
     def units(self) -> list[dict[str, Any]]:
@@ -80,7 +80,7 @@ class TfliteTrials:
 
         import torch
 
-        data, _, pipeline, _ = self._load()
+        data, _, pipeline, _, _ = self._load()
         kinds = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
         macs: dict[str, int] = {}
         hooks = [m.register_forward_hook(lambda m, a, o, n=n: macs.__setitem__(n, int(m.weight.numel() // m.weight.shape[0] * o.numel())))
@@ -98,27 +98,34 @@ class TfliteTrials:
     def build_float(self, path: Path) -> Path:
         from .flatbuffer import finalize
 
-        data, _, _, _ = self._load()
+        data, _, _, _, _ = self._load()
         prov = dataclasses.replace(self.provenance, precision="fp32", recipe=None, calib_sha256=None, calib_method=None)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(finalize(data, prov))
         return path
 
-    def build(self, recipe: Recipe, path: Path) -> Path:
+    def build(self, recipe: Recipe, path: Path, exact: bool = False) -> Path:
+        """A trial takes its ranges from one calibration of the graph with every layer repaired,
+        which a recipe keeping some layers float (unrepaired) does not have; ``exact`` calibrates
+        the recipe's own graph with its own entries, as `mexport tflite --int8 --recipe` does, for
+        the verdict (mexport.runtimes.onnx.sensitivity.OnnxTrials.build measures the difference)."""
         from ...errors import InputError
         from . import quantize as q
         from .flatbuffer import finalize
 
         if recipe.split_inputs:
             raise InputError("the LiteRT trials do not split convs (split_inputs)")
-        data, ranges, pipeline, (shifts, bias_ops) = self._load()
+        data, ranges, pipeline, (shifts, bias_ops), feeds = self._load()
         entries, _ = q.recipe_entries(data, recipe, pipeline, "fused", False)
         if "bias_correction" in recipe.repairs:
             from ...quantize.bias_correction import corrected_shifts
 
             # the same ops, constants aside: the entries found on the float data still apply
             data = q.with_bias_shifts(data, corrected_shifts(shifts, recipe), bias_ops)
-        out = q._quantize(data, entries, ranges[tuple(recipe.repairs)])
+        if exact and recipe.repairs:
+            out, _ = q.quantize_static(data, "fused", feeds, recipe, pipeline)
+        else:  # without repairs the cached ranges are the recipe's own graph's
+            out = q._quantize(data, entries, ranges[tuple(recipe.repairs)])
         prov = dataclasses.replace(self.provenance, recipe=f"{recipe.name}:{recipe.sha256()[:16]}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(finalize(out, prov))
